@@ -33,6 +33,8 @@ typedef struct mw_buf {
 
 static inline void mw_put(mw_buf_t *b, const void *src, size_t n)
 {
+    if (n == 0)
+        return;
     if (b->len + n > b->cap) {
         size_t cap = b->cap ? b->cap : 256;
         while (cap < b->len + n)
