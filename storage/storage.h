@@ -274,6 +274,10 @@ typedef struct storage_stats {
     uint64_t commit_us_total;  /* summed commit durations */
     uint64_t map_used;         /* bytes */
     uint64_t map_size;
+    /* Added by storage: engagements whose code had no link at commit time, and
+     * commits that failed (their engagements are also counted as dropped). */
+    uint64_t engagements_unknown;
+    uint64_t commit_failures;
 } storage_stats_t;
 
 void storage_get_stats(storage_t *s, storage_stats_t *out);

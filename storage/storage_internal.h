@@ -1,0 +1,231 @@
+/*
+ * storage/: what the files of the storage layer share and nobody else sees.
+ *
+ * The environment struct, the transaction and reader wrappers, the error helper
+ * and the byte codecs used by every record format. LMDB types stay in this folder.
+ */
+#ifndef SHORTLINKD_STORAGE_INTERNAL_H
+#define SHORTLINKD_STORAGE_INTERNAL_H
+
+#include "storage.h"
+
+#include <lmdb.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <string.h>
+
+/* Named databases, in the order they are opened. */
+enum {
+    DB_LINKS = 0,
+    DB_LINKS_BY_URL,
+    DB_ENGAGEMENTS,
+    DB_COUNTERS,
+    DB_GROUPS,
+    DB_ORGANIZATIONS,
+    DB_WEBHOOKS,
+    DB_BIO_PAGES,
+    DB_DELIVERIES,
+    DB_DELIVERY_LOG,
+    DB_TOKENS,
+    DB_META,
+    DB_COUNT
+};
+
+/* Every value written by this version of storage starts with this byte, so a
+ * later version can tell old records from new ones and convert them. */
+#define STORAGE_VERSION 1
+
+/* Meta keys that storage itself owns; callers keep away from "storage.". */
+#define META_SCHEMA         "storage.schema"
+#define META_ENGAGEMENT_SEQ "storage.engagement_seq"
+#define META_ID_PREFIX      "storage.id."
+
+struct storage_txn {
+    MDB_txn *txn;
+    storage_t *s;
+};
+
+struct storage_reader {
+    storage_txn_t t;
+    bool active;
+};
+
+/* One queued engagement. The query bytes live in a separate arena (see
+ * writer.c) so that slots stay small and a short query touches one page. */
+typedef struct queued_engagement {
+    _Atomic size_t seq;
+    uint8_t event_id[16];
+    int64_t time_us;
+    uint8_t kind;
+    uint8_t device;
+    bool bot;
+    char country[3];
+    char code[STORAGE_CODE_MAX + 1];
+    char referrer[STORAGE_REFERRER_MAX + 1];
+    uint16_t query_len;
+} queued_engagement_t;
+
+typedef struct storage_job storage_job_t;
+
+/* Writer-side scratch for one batch of counter increments. */
+typedef struct counter_entry counter_entry_t;
+
+struct storage {
+    MDB_env *env;
+    MDB_dbi dbi[DB_COUNT];
+    storage_options_t opts;
+
+    /* Engagement ring: bounded, multi-producer, single consumer (the writer). */
+    queued_engagement_t *slots;
+    char *queries; /* capacity * STORAGE_QUERY_MAX bytes */
+    size_t mask;
+    _Atomic size_t enqueue_pos;
+    _Atomic size_t dequeue_pos; /* written by the writer only; atomic for stats */
+    _Atomic unsigned pushers;   /* producers between their accept check and push */
+    _Atomic bool accepting;
+
+    /* Jobs: API traffic, so a plain mutex-protected FIFO is enough. */
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    storage_job_t *jobs_head;
+    storage_job_t *jobs_tail;
+    size_t jobs_len;
+    bool running;  /* under lock */
+    bool stopping; /* under lock */
+    pthread_t writer;
+
+    /* Writer-owned state. */
+    uint64_t next_seq;
+    counter_entry_t *counters;
+    size_t counters_cap;
+    char *scratch_query;  /* STORAGE_QUERY_MAX bytes */
+    char *scratch_record; /* one encoded engagement, allocated on first use */
+
+    /* Statistics, read by any thread. */
+    _Atomic uint64_t st_recorded;
+    _Atomic uint64_t st_dropped;
+    _Atomic uint64_t st_unknown;
+    _Atomic uint64_t st_commits;
+    _Atomic uint64_t st_commit_failures;
+    _Atomic uint64_t st_last_batch;
+    _Atomic uint64_t st_commit_us;
+};
+
+/* ---- errors ---- */
+
+/* Records a sentence for storage_strerror() on this thread. */
+void storage__set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Records "<op> <db>: <LMDB's reason>" and returns STORAGE_ERROR. */
+int storage__fail(int mdb_rc, const char *op, const char *db);
+/* Copies this thread's last error out (for handing it to another thread). */
+void storage__get_error(char *buf, size_t len);
+const char *storage__db_name(int db);
+
+/* ---- allocation: out of memory is fatal, with the place it happened ---- */
+
+void *storage__xcalloc(size_t n, size_t size, const char *file, int line);
+#define xcalloc(n, size) storage__xcalloc((n), (size), __FILE__, __LINE__)
+
+/* ---- writer-side record operations (writer.c calls them) ---- */
+
+/* Stores one engagement and adds its counters to the batch; STORAGE_NOTFOUND when
+ * its code has no link any more. */
+int storage__engagement_store(storage_txn_t *txn, storage_engagement_t *e, size_t *ncounters);
+/* Writes the counter increments gathered in s->counters[0..n). */
+int storage__counters_apply(storage_txn_t *txn, size_t n);
+size_t storage__counter_entry_size(void);
+uint64_t storage__last_engagement_seq(storage_txn_t *txn);
+
+/* ---- writer lifecycle pieces used by storage.c ---- */
+
+int storage__queue_init(storage_t *s);
+void storage__queue_free(storage_t *s);
+
+/* ---- fixed-width codecs ---- */
+
+static inline void put_be32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+}
+
+static inline void put_be64(uint8_t *p, uint64_t v)
+{
+    put_be32(p, (uint32_t)(v >> 32));
+    put_be32(p + 4, (uint32_t)v);
+}
+
+static inline uint32_t get_be32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static inline uint64_t get_be64(const uint8_t *p)
+{
+    return (uint64_t)get_be32(p) << 32 | get_be32(p + 4);
+}
+
+/* Signed times are stored with the sign bit flipped so that byte order is
+ * numeric order for negative values too. */
+static inline void put_time_be(uint8_t *p, int64_t t)
+{
+    put_be64(p, (uint64_t)t ^ (UINT64_C(1) << 63));
+}
+
+static inline int64_t get_time_be(const uint8_t *p)
+{
+    return (int64_t)(get_be64(p) ^ (UINT64_C(1) << 63));
+}
+
+/* Writer for values: the caller sizes the buffer first (MDB_RESERVE), so the
+ * writer never checks bounds; an assert catches a size computed wrong. */
+typedef struct wbuf {
+    uint8_t *p;
+    size_t len;
+    size_t cap;
+} wbuf_t;
+
+void wb_bytes(wbuf_t *w, const void *src, size_t n);
+void wb_u8(wbuf_t *w, uint8_t v);
+void wb_u16(wbuf_t *w, uint16_t v);
+void wb_u32(wbuf_t *w, uint32_t v);
+void wb_u64(wbuf_t *w, uint64_t v);
+
+/* Reader for values: any read past the end sets bad, and decoders turn that
+ * into STORAGE_ERROR instead of trusting a damaged record. */
+typedef struct rbuf {
+    const uint8_t *p;
+    size_t left;
+    bool bad;
+} rbuf_t;
+
+const uint8_t *rb_bytes(rbuf_t *r, size_t n);
+uint8_t rb_u8(rbuf_t *r);
+uint16_t rb_u16(rbuf_t *r);
+uint32_t rb_u32(rbuf_t *r);
+uint64_t rb_u64(rbuf_t *r);
+
+/* Copies a guid (up to STORAGE_GUID_LEN bytes, NUL-terminated) into a fixed
+ * zero-padded field, so keys holding a guid all have the same width. */
+static inline void guid_field(uint8_t out[STORAGE_GUID_LEN], const char *guid)
+{
+    memset(out, 0, STORAGE_GUID_LEN);
+    memcpy(out, guid, strnlen(guid, STORAGE_GUID_LEN));
+}
+
+static inline void guid_string(char out[STORAGE_GUID_LEN + 1], const uint8_t *field)
+{
+    memcpy(out, field, STORAGE_GUID_LEN);
+    out[STORAGE_GUID_LEN] = '\0';
+}
+
+/* A guid as the header defines it: non-empty, at most STORAGE_GUID_LEN bytes. */
+static inline bool guid_valid(const char *guid)
+{
+    size_t n = strnlen(guid, STORAGE_GUID_LEN + 1);
+    return n > 0 && n <= STORAGE_GUID_LEN;
+}
+
+#endif

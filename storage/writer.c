@@ -1,0 +1,607 @@
+/*
+ * storage/writer.c: the writer thread, the only code that opens write
+ * transactions while it runs, and the two queues that feed it.
+ *
+ * Engagements come from the redirect path through a bounded ring of
+ * sequence-numbered slots (after Dmitry Vyukov's bounded queue): producers claim a
+ * slot with one compare-and-swap and publish it with one store, so they never
+ * take a lock, never allocate and never make a system call. The writer does not
+ * get woken for them; it polls the ring at most flush_interval_ms apart, which is
+ * the longest a click waits before its group commit starts.
+ *
+ * Jobs are API traffic, a few per second, so they sit on a mutex-protected FIFO
+ * and their producers signal the writer's condition variable.
+ */
+#include "storage_internal.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+struct storage_job {
+    storage_job_fn fn;
+    storage_done_fn done;
+    void *arg;
+    int rc;
+    char error[256]; /* the job's own reason when rc is STORAGE_ERROR */
+    storage_job_t *next;
+};
+
+/* What storage_run waits on while the writer runs its job. */
+typedef struct run_wait {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool finished;
+    int rc;
+    char error[256];
+    storage_job_fn fn;
+    void *arg;
+} run_wait_t;
+
+/* ---- the engagement ring ---- */
+
+static size_t round_up_pow2(size_t n)
+{
+    size_t p = 1;
+
+    while (p < n)
+        p <<= 1;
+    return p;
+}
+
+int storage__queue_init(storage_t *s)
+{
+    size_t cap = round_up_pow2(s->opts.queue_capacity);
+    pthread_condattr_t attr;
+
+    /* calloc of this size is served by fresh zero pages from the kernel, so a
+     * slot's query page costs memory only once a query has been written there. */
+    s->slots = xcalloc(cap, sizeof(*s->slots));
+    s->queries = xcalloc(cap, STORAGE_QUERY_MAX);
+    s->mask = cap - 1;
+    for (size_t i = 0; i < cap; i++)
+        atomic_init(&s->slots[i].seq, i);
+
+    s->counters_cap = (size_t)s->opts.batch_max * 5;
+    s->counters = xcalloc(s->counters_cap, storage__counter_entry_size());
+    s->scratch_query = xcalloc(1, STORAGE_QUERY_MAX);
+
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->wake, &attr);
+    pthread_condattr_destroy(&attr);
+    return STORAGE_OK;
+}
+
+void storage__queue_free(storage_t *s)
+{
+    free(s->slots);
+    free(s->queries);
+    free(s->counters);
+    free(s->scratch_query);
+    free(s->scratch_record);
+    pthread_mutex_destroy(&s->lock);
+    pthread_cond_destroy(&s->wake);
+}
+
+static size_t queue_depth(storage_t *s)
+{
+    size_t enq = atomic_load_explicit(&s->enqueue_pos, memory_order_acquire);
+    size_t deq = atomic_load_explicit(&s->dequeue_pos, memory_order_relaxed);
+    return enq - deq;
+}
+
+/* Claims a slot; NULL when the ring is full. */
+static queued_engagement_t *claim_slot(storage_t *s, size_t *pos_out)
+{
+    size_t pos = atomic_load_explicit(&s->enqueue_pos, memory_order_relaxed);
+
+    for (;;) {
+        queued_engagement_t *slot = &s->slots[pos & s->mask];
+        size_t seq = atomic_load_explicit(&slot->seq, memory_order_acquire);
+        intptr_t diff = (intptr_t)seq - (intptr_t)pos;
+
+        if (diff == 0) {
+            if (atomic_compare_exchange_weak_explicit(&s->enqueue_pos, &pos, pos + 1,
+                                                      memory_order_relaxed, memory_order_relaxed)) {
+                *pos_out = pos;
+                return slot;
+            }
+        } else if (diff < 0) {
+            return NULL; /* the writer has not yet emptied this slot: full */
+        } else {
+            pos = atomic_load_explicit(&s->enqueue_pos, memory_order_relaxed);
+        }
+    }
+}
+
+static int push_validate(const storage_engagement_t *e)
+{
+    size_t code_len = strnlen(e->code, sizeof(e->code));
+
+    if (code_len == 0 || code_len > STORAGE_CODE_MAX ||
+        strnlen(e->referrer, sizeof(e->referrer)) > STORAGE_REFERRER_MAX ||
+        strnlen(e->country, sizeof(e->country)) > 2 || (e->query.len > 0 && e->query.ptr == NULL))
+        return STORAGE_INVALID;
+    return STORAGE_OK;
+}
+
+static void fill_slot(storage_t *s, queued_engagement_t *slot, size_t pos,
+                      const storage_engagement_t *e)
+{
+    size_t qlen = e->query.len < STORAGE_QUERY_MAX ? e->query.len : STORAGE_QUERY_MAX;
+
+    memcpy(slot->event_id, e->event_id, sizeof(slot->event_id));
+    slot->time_us = e->time_us;
+    slot->kind = e->kind;
+    slot->device = e->device;
+    slot->bot = e->bot;
+    memcpy(slot->country, e->country, sizeof(slot->country));
+    slot->country[2] = '\0';
+    memcpy(slot->code, e->code, sizeof(slot->code));
+    slot->code[STORAGE_CODE_MAX] = '\0';
+    memcpy(slot->referrer, e->referrer, sizeof(slot->referrer));
+    slot->referrer[STORAGE_REFERRER_MAX] = '\0';
+    slot->query_len = (uint16_t)qlen;
+    if (qlen > 0)
+        memcpy(s->queries + (pos & s->mask) * STORAGE_QUERY_MAX, e->query.ptr, qlen);
+}
+
+int storage_engagement_push(storage_t *s, const storage_engagement_t *e)
+{
+    queued_engagement_t *slot;
+    size_t pos;
+    int ret;
+
+    if (push_validate(e) != STORAGE_OK) {
+        storage__set_error("storage: engagement for code '%.64s' breaks a limit", e->code);
+        return STORAGE_INVALID;
+    }
+
+    /* Announce the push before checking that the writer still accepts, so
+     * storage_writer_stop can wait for every push that passed the check. */
+    atomic_fetch_add(&s->pushers, 1);
+    if (!atomic_load(&s->accepting)) {
+        storage__set_error("storage: the writer is not running; engagement not queued");
+        ret = STORAGE_ERROR;
+        goto out;
+    }
+    if ((slot = claim_slot(s, &pos)) == NULL) {
+        atomic_fetch_add_explicit(&s->st_dropped, 1, memory_order_relaxed);
+        storage__set_error("storage: the engagement queue is full; engagement dropped");
+        ret = STORAGE_FULL;
+        goto out;
+    }
+    fill_slot(s, slot, pos, e);
+    atomic_store_explicit(&slot->seq, pos + 1, memory_order_release);
+    ret = STORAGE_OK;
+out:
+    atomic_fetch_sub(&s->pushers, 1);
+    return ret;
+}
+
+/* Takes the oldest published engagement into e (its query copied into the
+ * writer's scratch buffer) and frees the slot; false when none is ready. */
+static bool pop_engagement(storage_t *s, storage_engagement_t *e)
+{
+    size_t pos = atomic_load_explicit(&s->dequeue_pos, memory_order_relaxed);
+    queued_engagement_t *slot = &s->slots[pos & s->mask];
+    size_t seq = atomic_load_explicit(&slot->seq, memory_order_acquire);
+
+    if (seq != pos + 1)
+        return false;
+    memset(e, 0, sizeof(*e));
+    memcpy(e->event_id, slot->event_id, sizeof(e->event_id));
+    e->time_us = slot->time_us;
+    e->kind = slot->kind;
+    e->device = slot->device;
+    e->bot = slot->bot;
+    memcpy(e->country, slot->country, sizeof(e->country));
+    memcpy(e->code, slot->code, sizeof(e->code));
+    memcpy(e->referrer, slot->referrer, sizeof(e->referrer));
+    memcpy(s->scratch_query, s->queries + (pos & s->mask) * STORAGE_QUERY_MAX, slot->query_len);
+    e->query.ptr = s->scratch_query;
+    e->query.len = slot->query_len;
+
+    atomic_store_explicit(&slot->seq, pos + s->mask + 1, memory_order_release);
+    atomic_store_explicit(&s->dequeue_pos, pos + 1, memory_order_relaxed);
+    return true;
+}
+
+/* ---- one group commit ---- */
+
+static uint64_t now_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* Stores up to limit engagements in a nested transaction of parent, so a failure
+ * here (a full map, say) loses these engagements but not the batch's jobs.
+ * Returns how many were stored; *taken counts those taken off the ring. */
+static size_t store_engagements(storage_t *s, MDB_txn *parent, size_t limit, size_t *taken)
+{
+    storage_engagement_t e;
+    storage_txn_t t = {NULL, s};
+    size_t stored = 0, ncounters = 0, unknown = 0;
+    uint64_t first_seq = s->next_seq;
+    int rc = mdb_txn_begin(s->env, parent, 0, &t.txn);
+
+    *taken = 0;
+    if (rc != 0) {
+        storage__fail(rc, "begin a nested transaction for", "engagements");
+        return 0;
+    }
+    while (*taken < limit && pop_engagement(s, &e)) {
+        (*taken)++;
+        e.seq = s->next_seq;
+        rc = storage__engagement_store(&t, &e, &ncounters);
+        if (rc == STORAGE_OK) {
+            s->next_seq++;
+            stored++;
+        } else if (rc == STORAGE_NOTFOUND) {
+            unknown++; /* the link was deleted between the click and now */
+        } else {
+            goto fail;
+        }
+    }
+    if (storage__counters_apply(&t, ncounters) != STORAGE_OK)
+        goto fail;
+    if ((rc = mdb_txn_commit(t.txn)) != 0) {
+        t.txn = NULL;
+        storage__fail(rc, "commit", "engagements");
+        goto fail;
+    }
+    atomic_fetch_add_explicit(&s->st_unknown, unknown, memory_order_relaxed);
+    return stored;
+fail:
+    if (t.txn != NULL)
+        mdb_txn_abort(t.txn);
+    s->next_seq = first_seq;
+    atomic_fetch_add_explicit(&s->st_dropped, *taken, memory_order_relaxed);
+    atomic_fetch_add_explicit(&s->st_commit_failures, 1, memory_order_relaxed);
+    return 0;
+}
+
+/* Runs each job in a nested transaction of its own, so a job that fails (or
+ * returns anything but STORAGE_OK) takes only its own writes with it. */
+static void run_jobs(storage_t *s, MDB_txn *parent, storage_job_t *jobs)
+{
+    for (storage_job_t *j = jobs; j != NULL; j = j->next) {
+        storage_txn_t t = {NULL, s};
+        int rc = mdb_txn_begin(s->env, parent, 0, &t.txn);
+
+        if (rc != 0) {
+            j->rc = storage__fail(rc, "begin a nested transaction for", "a job");
+        } else {
+            storage__set_error("storage: no error recorded");
+            j->rc = j->fn(&t, j->arg);
+            if (j->rc == STORAGE_OK && (rc = mdb_txn_commit(t.txn)) != 0)
+                j->rc = storage__fail(rc, "commit", "a job");
+            else if (j->rc != STORAGE_OK)
+                mdb_txn_abort(t.txn);
+        }
+        if (j->rc == STORAGE_ERROR)
+            storage__get_error(j->error, sizeof(j->error));
+    }
+}
+
+/* Calls each job's done with its result (or STORAGE_ERROR when the group did not
+ * commit), making the job's own reason this thread's error first so done can
+ * read it with storage_strerror(). */
+static void finish_jobs(storage_job_t *jobs, bool committed, const char *commit_error)
+{
+    while (jobs != NULL) {
+        storage_job_t *next = jobs->next;
+        int rc = committed ? jobs->rc : STORAGE_ERROR;
+
+        if (rc == STORAGE_ERROR)
+            storage__set_error("%s", committed ? jobs->error : commit_error);
+        if (jobs->done != NULL)
+            jobs->done(jobs->arg, rc);
+        free(jobs);
+        jobs = next;
+    }
+}
+
+/* Returns whether the group committed. */
+static bool run_batch(storage_t *s, storage_job_t *jobs, size_t njobs, size_t eng_limit)
+{
+    MDB_txn *txn = NULL;
+    uint64_t first_seq = s->next_seq, started = now_us();
+    size_t taken = 0, stored = 0;
+    char commit_error[256] = "";
+    bool committed = false;
+    int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+
+    if (rc != 0) {
+        storage__fail(rc, "begin a write transaction on", "the environment");
+        goto out;
+    }
+    stored = store_engagements(s, txn, eng_limit, &taken);
+    run_jobs(s, txn, jobs);
+
+    if (stored > 0) {
+        storage_txn_t t = {txn, s};
+        uint8_t val[9];
+        wbuf_t w = {val, 0, sizeof(val)};
+        MDB_val k = {strlen(META_ENGAGEMENT_SEQ), (void *)META_ENGAGEMENT_SEQ};
+        MDB_val v = {sizeof(val), val};
+
+        wb_u8(&w, STORAGE_VERSION);
+        wb_u64(&w, s->next_seq - 1);
+        if ((rc = mdb_put(t.txn, s->dbi[DB_META], &k, &v, 0)) != 0) {
+            storage__fail(rc, "record the engagement sequence in", "meta");
+            goto out;
+        }
+    }
+    rc = mdb_txn_commit(txn);
+    txn = NULL;
+    if (rc != 0) {
+        storage__fail(rc, "commit a write transaction on", "the environment");
+        goto out;
+    }
+    committed = true;
+out:
+    if (txn != NULL)
+        mdb_txn_abort(txn);
+    if (committed) {
+        atomic_fetch_add_explicit(&s->st_recorded, stored, memory_order_relaxed);
+        atomic_fetch_add_explicit(&s->st_commits, 1, memory_order_relaxed);
+        atomic_store_explicit(&s->st_last_batch, stored + njobs, memory_order_relaxed);
+        atomic_fetch_add_explicit(&s->st_commit_us, now_us() - started, memory_order_relaxed);
+    } else {
+        storage__get_error(commit_error, sizeof(commit_error));
+        s->next_seq = first_seq;
+        atomic_fetch_add_explicit(&s->st_dropped, stored, memory_order_relaxed);
+        atomic_fetch_add_explicit(&s->st_commit_failures, 1, memory_order_relaxed);
+    }
+    finish_jobs(jobs, committed, commit_error);
+    if (committed && stored > 0 && s->opts.on_commit != NULL)
+        s->opts.on_commit(s->opts.on_commit_ctx, s->next_seq - 1);
+    return committed;
+}
+
+/* After a failed group, waits one flush interval so a broken environment does
+ * not turn the writer into a busy loop. */
+static void back_off(storage_t *s)
+{
+    struct timespec ts = {.tv_sec = s->opts.flush_interval_ms / 1000,
+                          .tv_nsec = (long)(s->opts.flush_interval_ms % 1000) * 1000000L};
+
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+/* ---- the writer thread ---- */
+
+/* Sleeps until a job arrives, the writer is told to stop, or flush_interval_ms
+ * passes (engagements do not wake it). Returns whether stop was requested. */
+static bool wait_for_work(storage_t *s)
+{
+    struct timespec ts;
+    bool stopping;
+
+    pthread_mutex_lock(&s->lock);
+    if (s->jobs_len == 0 && !s->stopping && queue_depth(s) == 0) {
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += (long)s->opts.flush_interval_ms * 1000000L;
+        ts.tv_sec += ts.tv_nsec / 1000000000L;
+        ts.tv_nsec %= 1000000000L;
+        pthread_cond_timedwait(&s->wake, &s->lock, &ts);
+    }
+    stopping = s->stopping;
+    pthread_mutex_unlock(&s->lock);
+    return stopping;
+}
+
+/* Detaches up to limit jobs from the head of the FIFO. */
+static storage_job_t *take_jobs(storage_t *s, size_t limit, size_t *n)
+{
+    storage_job_t *head, *last = NULL;
+
+    *n = 0;
+    pthread_mutex_lock(&s->lock);
+    head = s->jobs_head;
+    for (storage_job_t *j = head; j != NULL && *n < limit; j = j->next) {
+        last = j;
+        (*n)++;
+    }
+    if (last != NULL) {
+        s->jobs_head = last->next;
+        if (s->jobs_head == NULL)
+            s->jobs_tail = NULL;
+        s->jobs_len -= *n;
+        last->next = NULL;
+    } else {
+        head = NULL;
+    }
+    pthread_mutex_unlock(&s->lock);
+    return head;
+}
+
+static void *writer_main(void *arg)
+{
+    storage_t *s = arg;
+    size_t batch_max = s->opts.batch_max;
+
+    for (;;) {
+        bool stopping = wait_for_work(s);
+        /* Read before the queues: once no push is in flight after stop, the
+         * queues are final and empty ones mean the writer is done. */
+        bool quiet = stopping && atomic_load(&s->pushers) == 0;
+        size_t depth = queue_depth(s), njobs;
+        /* Jobs get at most half a batch while engagements wait, so neither kind
+         * can starve the other. */
+        size_t job_limit = depth > 0 ? (batch_max + 1) / 2 : batch_max;
+        storage_job_t *jobs = take_jobs(s, job_limit, &njobs);
+
+        if (jobs == NULL && depth == 0) {
+            if (quiet)
+                break;
+            continue;
+        }
+        if (!run_batch(s, jobs, njobs, batch_max - njobs))
+            back_off(s);
+    }
+    return NULL;
+}
+
+int storage_writer_start(storage_t *s)
+{
+    int ret = STORAGE_ERROR;
+
+    pthread_mutex_lock(&s->lock);
+    if (s->running) {
+        storage__set_error("storage: the writer is already running");
+        goto out;
+    }
+    atomic_store(&s->accepting, true);
+    int rc = pthread_create(&s->writer, NULL, writer_main, s);
+    if (rc != 0) {
+        atomic_store(&s->accepting, false);
+        storage__set_error("storage: cannot start the writer thread: %s", strerror(rc));
+        goto out;
+    }
+    s->running = true;
+    s->stopping = false;
+    ret = STORAGE_OK;
+out:
+    pthread_mutex_unlock(&s->lock);
+    return ret;
+}
+
+void storage_writer_stop(storage_t *s)
+{
+    pthread_mutex_lock(&s->lock);
+    if (!s->running || s->stopping) {
+        pthread_mutex_unlock(&s->lock);
+        return;
+    }
+    atomic_store(&s->accepting, false);
+    s->stopping = true;
+    pthread_cond_signal(&s->wake);
+    pthread_mutex_unlock(&s->lock);
+
+    pthread_join(s->writer, NULL);
+
+    pthread_mutex_lock(&s->lock);
+    s->running = false;
+    s->stopping = false;
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* ---- jobs ---- */
+
+int storage_submit(storage_t *s, storage_job_fn fn, storage_done_fn done, void *arg)
+{
+    storage_job_t *j = xcalloc(1, sizeof(*j));
+    int ret = STORAGE_ERROR;
+
+    j->fn = fn;
+    j->done = done;
+    j->arg = arg;
+    pthread_mutex_lock(&s->lock);
+    if (!s->running || s->stopping) {
+        storage__set_error("storage: the writer is not running; job not queued");
+        goto out;
+    }
+    if (s->jobs_tail != NULL)
+        s->jobs_tail->next = j;
+    else
+        s->jobs_head = j;
+    s->jobs_tail = j;
+    s->jobs_len++;
+    j = NULL;
+    pthread_cond_signal(&s->wake);
+    ret = STORAGE_OK;
+out:
+    pthread_mutex_unlock(&s->lock);
+    free(j);
+    return ret;
+}
+
+static int run_trampoline(storage_txn_t *txn, void *arg)
+{
+    run_wait_t *w = arg;
+    return w->fn(txn, w->arg);
+}
+
+static void on_run_done(void *arg, int rc)
+{
+    run_wait_t *w = arg;
+
+    pthread_mutex_lock(&w->lock);
+    w->rc = rc;
+    if (rc == STORAGE_ERROR)
+        storage__get_error(w->error, sizeof(w->error));
+    w->finished = true;
+    pthread_cond_signal(&w->cond);
+    pthread_mutex_unlock(&w->lock);
+}
+
+/* storage_run without a writer: the caller's thread writes, as the CLI and
+ * start-up do; LMDB's own writer lock keeps concurrent callers in turn. */
+static int run_direct(storage_t *s, storage_job_fn fn, void *arg)
+{
+    storage_txn_t t = {NULL, s};
+    int rc = mdb_txn_begin(s->env, NULL, 0, &t.txn);
+    int ret;
+
+    if (rc != 0)
+        return storage__fail(rc, "begin a write transaction on", "the environment");
+    ret = fn(&t, arg);
+    if (ret != STORAGE_OK) {
+        mdb_txn_abort(t.txn);
+        return ret;
+    }
+    rc = mdb_txn_commit(t.txn);
+    return rc == 0 ? STORAGE_OK
+                   : storage__fail(rc, "commit a write transaction on", "the environment");
+}
+
+static bool writer_running(storage_t *s)
+{
+    bool running;
+
+    pthread_mutex_lock(&s->lock);
+    running = s->running && !s->stopping;
+    if (s->running)
+        assert(!pthread_equal(pthread_self(), s->writer));
+    pthread_mutex_unlock(&s->lock);
+    return running;
+}
+
+int storage_run(storage_t *s, storage_job_fn fn, void *arg)
+{
+    run_wait_t w = {.fn = fn, .arg = arg, .rc = STORAGE_ERROR};
+    int ret;
+
+    if (!writer_running(s))
+        return run_direct(s, fn, arg);
+
+    pthread_mutex_init(&w.lock, NULL);
+    pthread_cond_init(&w.cond, NULL);
+    ret = storage_submit(s, run_trampoline, on_run_done, &w);
+    if (ret != STORAGE_OK) {
+        /* The writer stopped between the check and the submit. */
+        ret = run_direct(s, fn, arg);
+        goto out;
+    }
+    pthread_mutex_lock(&w.lock);
+    while (!w.finished)
+        pthread_cond_wait(&w.cond, &w.lock);
+    pthread_mutex_unlock(&w.lock);
+    ret = w.rc;
+    if (ret == STORAGE_ERROR)
+        storage__set_error("%s", w.error);
+out:
+    pthread_mutex_destroy(&w.lock);
+    pthread_cond_destroy(&w.cond);
+    return ret;
+}
