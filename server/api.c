@@ -1,0 +1,269 @@
+/*
+ * server/api: /v4 routing, bearer tokens, JSON bodies, Bitly's error body, and
+ * jobs: a mutation runs on the storage writer and its reply is sent from the
+ * worker's own loop once the write is durable.
+ */
+#include <string.h>
+
+#include "api.h"
+#include "log.h"
+
+int api_reply(h2o_req_t *req, int status, json_t *body)
+{
+    char *text = json_dumps(body, JSON_COMPACT);
+    size_t len = text != NULL ? strlen(text) : 0;
+
+    req->res.status = status;
+    req->res.reason = status < 300 ? "OK" : "Error";
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
+                   H2O_STRLIT("application/json; charset=utf-8"));
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL,
+                   H2O_STRLIT("no-store"));
+    /* h2o_send_inline copies the body into the request's pool. */
+    h2o_send_inline(req, text != NULL ? text : "{}", text != NULL ? len : 2);
+    free(text);
+    json_decref(body);
+    return 0;
+}
+
+json_t *api_error_body(const char *message, const char *description, const char *resource,
+                       const char *field, const char *error_code)
+{
+    json_t *errors = json_array();
+
+    if (field != NULL) {
+        json_array_append_new(errors, json_pack("{s:s, s:s}", "field", field, "error_code",
+                                                error_code != NULL ? error_code : "invalid"));
+    }
+    return json_pack("{s:s, s:s, s:s, s:o}", "message", message, "description", description,
+                     "resource", resource != NULL ? resource : "", "errors", errors);
+}
+
+int api_error(h2o_req_t *req, int status, const char *message, const char *description,
+              const char *resource, const char *field, const char *error_code)
+{
+    return api_reply(req, status,
+                     api_error_body(message, description, resource, field, error_code));
+}
+
+int api_job_error(api_job_t *job, int status, const char *message, const char *description,
+                  const char *resource, const char *field, const char *error_code)
+{
+    json_decref(job->response);
+    job->status = status;
+    job->response = api_error_body(message, description, resource, field, error_code);
+    return STORAGE_INVALID;
+}
+
+const char *api_str(json_t *body, const char *key)
+{
+    json_t *v = json_object_get(body, key);
+
+    return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+bool api_seg_is(const api_request_t *r, size_t i, const char *s)
+{
+    return i < r->n_seg && h2o_memis(r->seg[i].base, r->seg[i].len, s, strlen(s));
+}
+
+bool api_method_is(const api_request_t *r, const char *m)
+{
+    return h2o_memis(r->req->method.base, r->req->method.len, m, strlen(m));
+}
+
+int api_method_not_allowed(api_request_t *r)
+{
+    return api_error(r->req, 405, "METHOD_NOT_ALLOWED", "This route does not take that method.", "",
+                     NULL, NULL);
+}
+
+int api_not_found(api_request_t *r, const char *resource)
+{
+    return api_error(r->req, 404, "NOT_FOUND", "Nothing is there.", resource, NULL, NULL);
+}
+
+/* ---- jobs ---- */
+
+static void job_free(api_job_t *job)
+{
+    if (job->req_slot != NULL)
+        *job->req_slot = NULL;
+    json_decref(job->input);
+    json_decref(job->response);
+    if (job->free_data != NULL)
+        job->free_data(job->data);
+    free(job);
+}
+
+static void on_request_gone(void *slot)
+{
+    api_job_t *job = *(api_job_t **)slot;
+
+    /* The client went away before the writer answered: the job still finishes,
+     * but its reply has nowhere to go. */
+    if (job != NULL) {
+        job->req = NULL;
+        job->req_slot = NULL;
+    }
+}
+
+static int job_run(storage_txn_t *txn, void *arg)
+{
+    api_job_t *job = arg;
+
+    job->fn_rc = job->fn(txn, job);
+    return job->fn_rc;
+}
+
+static void job_done(void *arg, int rc)
+{
+    api_job_t *job = arg;
+
+    /* The job asked to keep its writes but the group commit failed. */
+    if (rc != job->fn_rc) {
+        api_job_error(job, 500, "INTERNAL_ERROR", "The change could not be stored.", "", NULL,
+                      NULL);
+    }
+    h2o_multithread_send_message(&job->worker->results, &job->super);
+}
+
+void api_on_results(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages)
+{
+    while (!h2o_linklist_is_empty(messages)) {
+        api_job_t *job = H2O_STRUCT_FROM_MEMBER(api_job_t, super.link, messages->next);
+        h2o_linklist_unlink(&job->super.link);
+        if (job->req != NULL) {
+            api_reply(job->req, job->status, job->response);
+            job->response = NULL;
+        }
+        job_free(job);
+    }
+}
+
+int api_submit(api_request_t *r, api_job_fn fn, json_t *input, const char *arg, void *data,
+               void (*free_data)(void *))
+{
+    api_job_t *job = xcalloc(1, sizeof(*job));
+
+    job->worker = r->w;
+    job->req = r->req;
+    job->app = r->app;
+    job->fn = fn;
+    job->input = input;
+    job->data = data;
+    job->free_data = free_data;
+    job->status = 500;
+    if (arg != NULL)
+        snprintf(job->arg, sizeof(job->arg), "%s", arg);
+    job->req_slot = h2o_mem_alloc_shared(&r->req->pool, sizeof(api_job_t *), on_request_gone);
+    *job->req_slot = job;
+
+    if (storage_submit(r->app->storage, job_run, job_done, job) != STORAGE_OK) {
+        job_free(job);
+        return api_error(r->req, 503, "TEMPORARILY_UNAVAILABLE",
+                         "The server is shutting down or its store is busy.", "", NULL, NULL);
+    }
+    return 0;
+}
+
+/* ---- tokens ---- */
+
+static bool authorized(api_request_t *r)
+{
+    ssize_t i = h2o_find_header(&r->req->headers, H2O_TOKEN_AUTHORIZATION, -1);
+    uint8_t digest[32];
+    storage_bytes_t rec;
+
+    if (i == -1)
+        return false;
+    h2o_iovec_t v = r->req->headers.entries[i].value;
+    if (v.len <= 7 || !h2o_lcstris(v.base, 7, H2O_STRLIT("bearer ")))
+        return false;
+    /* Tokens are stored as SHA-256 digests: the lookup compares digests, so
+     * its timing says nothing about the token itself. */
+    util_sha256(v.base + 7, v.len - 7, digest);
+    storage_txn_t *txn = storage_reader_begin(r->w->reader);
+    if (txn == NULL)
+        return false;
+    int rc = storage_record_get(txn, STORAGE_DB_TOKENS, digest, sizeof(digest), &rec);
+    storage_reader_end(r->w->reader);
+    return rc == STORAGE_OK;
+}
+
+/* ---- routing ---- */
+
+static size_t split_path(api_request_t *r, const char *path, size_t len)
+{
+    size_t n = 0, i = 0;
+
+    while (i < len) {
+        while (i < len && path[i] == '/')
+            i++;
+        size_t start = i;
+        while (i < len && path[i] != '/')
+            i++;
+        if (i > start) {
+            if (n == API_MAX_SEGMENTS)
+                return SIZE_MAX;
+            r->seg[n++] = h2o_iovec_init(path + start, i - start);
+        }
+    }
+    return n;
+}
+
+static int parse_body(api_request_t *r)
+{
+    json_error_t jerr;
+    h2o_req_t *req = r->req;
+
+    if (req->entity.base == NULL || req->entity.len == 0)
+        return 0;
+    if (req->entity.len > r->app->cfg->max_body) {
+        char msg[128];
+        snprintf(msg, sizeof(msg), "The request body is larger than %zu bytes.",
+                 r->app->cfg->max_body);
+        api_error(req, 413, "REQUEST_ENTITY_TOO_LARGE", msg, "", NULL, NULL);
+        return -1;
+    }
+    r->body = json_loadb(req->entity.base, req->entity.len, JSON_REJECT_DUPLICATES, &jerr);
+    if (r->body == NULL || !json_is_object(r->body)) {
+        char msg[256];
+        snprintf(msg, sizeof(msg), "The body is not a JSON object: %s",
+                 r->body == NULL ? jerr.text : "expected an object");
+        json_decref(r->body);
+        r->body = NULL;
+        api_error(req, 400, "INVALID_BODY", msg, "", "body", "invalid");
+        return -1;
+    }
+    return 0;
+}
+
+int api_handle(worker_t *w, h2o_req_t *req, const char *path, size_t path_len)
+{
+    api_request_t r = {.w = w, .req = req, .app = w->app};
+    int rc;
+
+    atomic_fetch_add_explicit(&w->app->metrics.api_requests, 1, memory_order_relaxed);
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ACCESS_CONTROL_ALLOW_ORIGIN, NULL,
+                   H2O_STRLIT("*"));
+    r.n_seg = split_path(&r, path, path_len);
+    if (r.n_seg == SIZE_MAX || r.n_seg == 0)
+        return api_not_found(&r, "");
+    if (!authorized(&r)) {
+        return api_error(req, 403, "FORBIDDEN", "A valid API token is required.", "", NULL, NULL);
+    }
+    if (parse_body(&r) != 0)
+        return 0;
+
+    if (api_seg_is(&r, 0, "shorten") || api_seg_is(&r, 0, "bitlinks") ||
+        api_seg_is(&r, 0, "expand") || api_seg_is(&r, 0, "custom_bitlinks"))
+        rc = api_links(&r);
+    else if (api_seg_is(&r, 0, "webhooks") ||
+             (api_seg_is(&r, 0, "organizations") && api_seg_is(&r, 2, "webhooks")))
+        rc = api_webhooks(&r);
+    else
+        rc = api_account(&r);
+    json_decref(r.body);
+    return rc;
+}

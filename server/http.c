@@ -1,0 +1,296 @@
+/*
+ * server/http: process lifecycle and the HTTP workers. One h2o event loop per
+ * worker thread, each on its own SO_REUSEPORT listening socket, all sharing one
+ * immutable h2o configuration. Routing happens in one handler at "/".
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "app.h"
+#include "log.h"
+
+typedef struct root_handler {
+    h2o_handler_t super;
+    app_t *app;
+} root_handler_t;
+
+static app_t *the_app; /* for the signal handler only */
+
+worker_t *app_worker(h2o_req_t *req)
+{
+    return H2O_STRUCT_FROM_MEMBER(worker_t, ctx, req->conn->ctx);
+}
+
+static int send_text(h2o_req_t *req, int status, const char *reason, const char *type,
+                     const char *body, size_t len)
+{
+    req->res.status = status;
+    req->res.reason = reason;
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, type, strlen(type));
+    h2o_send_inline(req, body, len);
+    return 0;
+}
+
+static int on_req(h2o_handler_t *self, h2o_req_t *req)
+{
+    worker_t *w = app_worker(req);
+    size_t path_len = req->query_at != SIZE_MAX ? req->query_at : req->path.len;
+    const char *path = req->path.base;
+
+    if (path_len == 0 || path[0] != '/')
+        return -1;
+    if (h2o_memis(path, path_len, H2O_STRLIT("/healthz")))
+        return send_text(req, 200, "OK", "text/plain; charset=utf-8", H2O_STRLIT("ok\n"));
+    if (h2o_memis(path, path_len, H2O_STRLIT("/metrics")))
+        return metrics_handle(w, req);
+    if (path_len >= 3 && memcmp(path, "/v4", 3) == 0 && (path_len == 3 || path[3] == '/'))
+        return api_handle(w, req, path + 3, path_len - 3);
+    if (path_len >= 4 && memcmp(path, "/app", 4) == 0 && (path_len == 4 || path[4] == '/'))
+        return app_page_handle(w, req, path + 4, path_len - 4);
+    if (path_len == 1) {
+        static const char home[] =
+            "<!doctype html><html lang=en><meta charset=utf-8><title>shortlinkd</title>"
+            "<p>This is a shortlinkd server. Admins: <a href=\"/app\">settings</a>.</p></html>\n";
+        return send_text(req, 200, "OK", "text/html; charset=utf-8", home, sizeof(home) - 1);
+    }
+    return redirect_handle(w, req, path + 1, path_len - 1);
+}
+
+static void on_accept(h2o_socket_t *listener, const char *err)
+{
+    worker_t *w = listener->data;
+
+    if (err != NULL)
+        return;
+    /* Accept everything pending: one wake-up may stand for many connections. */
+    for (int i = 0; i < 64; i++) {
+        h2o_socket_t *sock = h2o_evloop_socket_accept(listener);
+        if (sock == NULL)
+            break;
+        h2o_accept(&w->accept_ctx, sock);
+    }
+}
+
+static int open_listener(const config_t *cfg, char *err, size_t errlen)
+{
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
+    struct addrinfo *res = NULL;
+    char port[8];
+    int fd = -1, one = 1;
+
+    snprintf(port, sizeof(port), "%u", cfg->listen_port);
+    int rc = getaddrinfo(cfg->listen_host, port, &hints, &res);
+    if (rc != 0) {
+        snprintf(err, errlen, "listen address %s: %s", cfg->listen_host, gai_strerror(rc));
+        return -1;
+    }
+    fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) != 0 ||
+        bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, 4096) != 0) {
+        snprintf(err, errlen, "listen on %s:%u: %s", cfg->listen_host, cfg->listen_port,
+                 strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(res);
+    return fd;
+}
+
+static void *worker_main(void *arg)
+{
+    worker_t *w = arg;
+    h2o_evloop_t *loop = h2o_evloop_create();
+
+    h2o_context_init(&w->ctx, loop, &w->app->h2o);
+    w->accept_ctx.ctx = &w->ctx;
+    w->accept_ctx.hosts = w->app->h2o.hosts;
+    h2o_multithread_register_receiver(w->ctx.queue, &w->results, api_on_results);
+
+    h2o_socket_t *listener =
+        h2o_evloop_socket_create(loop, w->listen_fd, H2O_SOCKET_FLAG_DONT_READ);
+    listener->data = w;
+    h2o_socket_read_start(listener, on_accept);
+
+    while (!w->app->stopping)
+        h2o_evloop_run(loop, 100);
+
+    /* Stop accepting, then give requests already in flight (API jobs waiting on
+     * the writer) a moment to be answered. */
+    h2o_socket_read_stop(listener);
+    h2o_socket_close(listener);
+    for (int i = 0; i < 10; i++)
+        h2o_evloop_run(loop, 10);
+    return NULL;
+}
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    if (the_app != NULL)
+        the_app->stopping = 1;
+}
+
+static void on_commit(void *ctx, uint64_t last_seq)
+{
+    app_t *app = ctx;
+    webhook_dispatcher_t *d = atomic_load(&app->dispatcher);
+
+    if (d != NULL)
+        webhook_dispatcher_wake(d, last_seq);
+}
+
+static int open_geoip(app_t *app)
+{
+    const config_t *cfg = app->cfg;
+    char err[512];
+
+    if (cfg->geoip_db[0] == '\0') {
+        log_msg(LOG_WARN, "geoip", "no --geoip-db given: engagements will have no country");
+        return 0;
+    }
+    geoip_db_t *db = geoip_open(cfg->geoip_db, err, sizeof(err));
+    if (db == NULL) {
+        if (!cfg->geoip_optional) {
+            log_msg(LOG_ERROR, "geoip", "%s", err);
+            return -1;
+        }
+        log_msg(LOG_WARN, "geoip", "%s; running without countries (--geoip-optional)", err);
+        return 0;
+    }
+    log_msg(LOG_INFO, "geoip", "opened %s (%s)", cfg->geoip_db, geoip_describe(db));
+    atomic_store(&app->geoip, db);
+    return 0;
+}
+
+static void setup_h2o(app_t *app)
+{
+    h2o_config_init(&app->h2o);
+    app->h2o.server_name = h2o_iovec_init(H2O_STRLIT("shortlinkd"));
+    /* Bodies past --max-body get a JSON 413 from the API; h2o's own limit is a
+     * backstop far above it. */
+    app->h2o.max_request_entity_size = app->cfg->max_body * 4 + 1024 * 1024;
+    h2o_hostconf_t *host =
+        h2o_config_register_host(&app->h2o, h2o_iovec_init(H2O_STRLIT("default")), 65535);
+    h2o_pathconf_t *path = h2o_config_register_path(host, "/", 0);
+    root_handler_t *h = (root_handler_t *)h2o_create_handler(path, sizeof(*h));
+    h->super.on_req = on_req;
+    h->app = app;
+}
+
+static webhook_dispatcher_t *start_dispatcher(app_t *app)
+{
+    const config_t *cfg = app->cfg;
+    webhook_dispatcher_options_t o = {
+        .storage = app->storage,
+        .payload = {.public_url = cfg->public_url, .domain = cfg->domain},
+        .policy = {.allow = cfg->webhook_allow, .n_allow = cfg->n_webhook_allow},
+        .retry_delays_s = cfg->n_retry_delays > 0 ? cfg->retry_delays_s : NULL,
+        .n_retry_delays = cfg->n_retry_delays,
+        .connect_timeout_ms = cfg->webhook_connect_timeout_ms,
+        .total_timeout_ms = cfg->webhook_timeout_ms,
+        .log = log_webhooks,
+    };
+    char err[512];
+
+    webhook_dispatcher_t *d = webhook_dispatcher_start(&o, err, sizeof(err));
+    if (d == NULL)
+        log_msg(LOG_ERROR, "webhooks", "dispatcher did not start: %s", err);
+    return d;
+}
+
+int server_run(const config_t *cfg)
+{
+    static app_t app;
+    worker_t *workers = NULL;
+    char err[512];
+    int status = 1;
+    unsigned started = 0;
+
+    app.cfg = cfg;
+    the_app = &app;
+    json_object_seed(0);
+    signal(SIGPIPE, SIG_IGN);
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+
+    storage_options_t so = {.dir = cfg->data_dir,
+                            .map_size = cfg->map_size,
+                            .flush_interval_ms = cfg->flush_interval_ms,
+                            .on_commit = on_commit,
+                            .on_commit_ctx = &app};
+    if (storage_open(&app.storage, &so, err, sizeof(err)) != STORAGE_OK) {
+        log_msg(LOG_ERROR, "storage", "%s", err);
+        return 1;
+    }
+    if (open_geoip(&app) != 0 || bootstrap(&app) != 0)
+        goto out;
+    if (storage_writer_start(app.storage) != STORAGE_OK) {
+        log_msg(LOG_ERROR, "storage", "writer did not start: %s", storage_strerror());
+        goto out;
+    }
+    webhook_dispatcher_t *d = start_dispatcher(&app);
+    if (d == NULL)
+        goto out;
+    atomic_store(&app.dispatcher, d);
+
+    setup_h2o(&app);
+    workers = xcalloc(cfg->workers, sizeof(*workers));
+    for (unsigned i = 0; i < cfg->workers; i++) {
+        workers[i].app = &app;
+        workers[i].index = i;
+        workers[i].listen_fd = open_listener(cfg, err, sizeof(err));
+        if (workers[i].listen_fd < 0) {
+            log_msg(LOG_ERROR, "http", "%s", err);
+            goto stop;
+        }
+        if (storage_reader_open(app.storage, &workers[i].reader) != STORAGE_OK) {
+            log_msg(LOG_ERROR, "storage", "reader: %s", storage_strerror());
+            goto stop;
+        }
+    }
+    for (; started < cfg->workers; started++)
+        pthread_create(&workers[started].thread, NULL, worker_main, &workers[started]);
+    log_msg(LOG_INFO, "http", "listening on %s:%u with %u workers; short links at %s/",
+            cfg->listen_host, cfg->listen_port, cfg->workers, cfg->public_url);
+    status = 0;
+
+stop:
+    if (status != 0)
+        app.stopping = 1;
+    for (unsigned i = 0; i < started; i++)
+        pthread_join(workers[i].thread, NULL);
+    log_msg(LOG_INFO, "http", "stopping: draining the click queue and webhook deliveries");
+    /* The writer outlives the dispatcher so the outcomes of its last attempts
+     * are stored. */
+    webhook_dispatcher_stop(atomic_exchange(&app.dispatcher, NULL));
+    storage_writer_stop(app.storage);
+    for (unsigned i = 0; i < cfg->workers; i++) {
+        if (workers[i].reader != NULL)
+            storage_reader_close(workers[i].reader);
+        if (started == 0 && workers[i].listen_fd > 0)
+            close(workers[i].listen_fd);
+    }
+    free(workers);
+out:
+    storage_close(app.storage);
+    geoip_db_t *db = atomic_exchange(&app.geoip, NULL);
+    if (db != NULL)
+        geoip_close(db);
+    if (status == 0)
+        log_msg(LOG_INFO, "http", "stopped cleanly");
+    return status;
+}

@@ -1,0 +1,101 @@
+/*
+ * server/pages: /app (the settings page, from web/'s embedded assets) and
+ * /metrics (Prometheus text format, read from atomics: scraping costs the
+ * redirect path nothing but the counters it already bumps).
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "app.h"
+#include "web.h"
+
+static void security_headers(h2o_req_t *req)
+{
+    static const char csp[] = "default-src 'none'; script-src 'self'; style-src 'self'; "
+                              "img-src 'self' data:; connect-src 'self'; form-action 'none'; "
+                              "frame-ancestors 'none'; base-uri 'none'";
+
+    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("content-security-policy"), 0,
+                          NULL, csp, sizeof(csp) - 1);
+    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-content-type-options"), 0,
+                          NULL, H2O_STRLIT("nosniff"));
+    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-frame-options"), 0, NULL,
+                          H2O_STRLIT("DENY"));
+    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("referrer-policy"), 0, NULL,
+                          H2O_STRLIT("no-referrer"));
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL,
+                   H2O_STRLIT("no-cache"));
+}
+
+int app_page_handle(worker_t *w, h2o_req_t *req, const char *path, size_t path_len)
+{
+    const web_asset_t *asset;
+
+    (void)w;
+    if (path_len <= 1)
+        asset = web_asset_find("index.html", 10);
+    else
+        asset = web_asset_find(path + 1, path_len - 1);
+    security_headers(req);
+    if (asset == NULL) {
+        req->res.status = 404;
+        req->res.reason = "Not Found";
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
+                       H2O_STRLIT("text/plain; charset=utf-8"));
+        h2o_send_inline(req, H2O_STRLIT("not found\n"));
+        return 0;
+    }
+    const char *type = web_content_type(asset->name);
+    req->res.status = 200;
+    req->res.reason = "OK";
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, type, strlen(type));
+    h2o_send_inline(req, (const char *)asset->data, asset->size);
+    return 0;
+}
+
+static size_t put(char *buf, size_t cap, size_t n, const char *name, const char *labels,
+                  unsigned long long v)
+{
+    if (n >= cap)
+        return n;
+    int k = snprintf(buf + n, cap - n, "%s%s %llu\n", name, labels, v);
+    return k > 0 ? n + (size_t)k : n;
+}
+
+int metrics_handle(worker_t *w, h2o_req_t *req)
+{
+    const app_metrics_t *m = &w->app->metrics;
+    static const char *const statuses[] = {"301", "302", "307", "308"};
+    storage_stats_t st;
+    char labels[32];
+    size_t cap = 8192, n = 0;
+    char *buf = h2o_mem_alloc_pool(&req->pool, cap);
+
+    storage_get_stats(w->app->storage, &st);
+    for (int i = 0; i < 4; i++) {
+        snprintf(labels, sizeof(labels), "{status=\"%s\"}", statuses[i]);
+        n = put(buf, cap, n, "shortlinkd_redirects_total", labels, atomic_load(&m->redirects[i]));
+    }
+    n = put(buf, cap, n, "shortlinkd_redirects_total", "{status=\"404\"}",
+            atomic_load(&m->not_found));
+    n = put(buf, cap, n, "shortlinkd_head_requests_total", "", atomic_load(&m->head_requests));
+    n = put(buf, cap, n, "shortlinkd_bot_visits_total", "", atomic_load(&m->bots));
+    n = put(buf, cap, n, "shortlinkd_geoip_no_country_total", "", atomic_load(&m->no_country));
+    n = put(buf, cap, n, "shortlinkd_api_requests_total", "", atomic_load(&m->api_requests));
+    n = put(buf, cap, n, "shortlinkd_engagements_recorded_total", "", st.engagements_recorded);
+    n = put(buf, cap, n, "shortlinkd_engagements_dropped_total", "", st.engagements_dropped);
+    n = put(buf, cap, n, "shortlinkd_commits_total", "", st.commits);
+    n = put(buf, cap, n, "shortlinkd_commit_seconds_total_us", "", st.commit_us_total);
+    n = put(buf, cap, n, "shortlinkd_last_commit_batch", "", st.last_batch);
+    n = put(buf, cap, n, "shortlinkd_queue_depth", "", st.queue_depth);
+    n = put(buf, cap, n, "shortlinkd_lmdb_map_used_bytes", "", st.map_used);
+    n = put(buf, cap, n, "shortlinkd_lmdb_map_size_bytes", "", st.map_size);
+    if (n > cap)
+        n = cap;
+    req->res.status = 200;
+    req->res.reason = "OK";
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
+                   H2O_STRLIT("text/plain; version=0.0.4"));
+    h2o_send_inline(req, buf, n);
+    return 0;
+}

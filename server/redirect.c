@@ -1,0 +1,175 @@
+/*
+ * server/redirect: GET|HEAD /{code}. The hot path: look the code up in the
+ * worker's read transaction, build the Location, find the visitor's country,
+ * hand the engagement to the writer's queue, answer. Nothing here waits on disk
+ * or takes a lock shared with other workers; the only allocations come from
+ * h2o's request pool.
+ */
+#include <string.h>
+
+#include "app.h"
+#include "log.h"
+#include "parse.h"
+
+static const char not_found_page[] =
+    "<!doctype html><html lang=en><meta charset=utf-8>"
+    "<meta name=viewport content=\"width=device-width\"><title>Link not found</title>"
+    "<h1>Link not found</h1><p>This short link does not exist or was removed.</p></html>\n";
+
+static int send_not_found(worker_t *w, h2o_req_t *req)
+{
+    atomic_fetch_add_explicit(&w->app->metrics.not_found, 1, memory_order_relaxed);
+    req->res.status = 404;
+    req->res.reason = "Not Found";
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
+                   H2O_STRLIT("text/html; charset=utf-8"));
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL,
+                   H2O_STRLIT("no-store"));
+    h2o_send_inline(req, not_found_page, sizeof(not_found_page) - 1);
+    return 0;
+}
+
+static const char *reason_of(int status)
+{
+    switch (status) {
+    case 301:
+        return "Moved Permanently";
+    case 307:
+        return "Temporary Redirect";
+    case 308:
+        return "Permanent Redirect";
+    default:
+        return "Found";
+    }
+}
+
+static int status_slot(int status)
+{
+    return status == 301 ? 0 : status == 307 ? 2 : status == 308 ? 3 : 1;
+}
+
+static h2o_iovec_t header_value(h2o_req_t *req, const h2o_token_t *token)
+{
+    ssize_t i = h2o_find_header(&req->headers, token, -1);
+
+    return i == -1 ? h2o_iovec_init(NULL, 0) : req->headers.entries[i].value;
+}
+
+static void find_country(worker_t *w, h2o_req_t *req, char country[3])
+{
+    const app_t *app = w->app;
+    struct sockaddr_storage ss;
+    geoip_addr_t peer;
+
+    country[0] = '\0';
+    geoip_db_t *db = atomic_load_explicit(&((app_t *)app)->geoip, memory_order_acquire);
+    if (db == NULL)
+        return;
+    socklen_t sl = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
+    if (sl == 0 || !geoip_addr_from_sockaddr(&peer, (struct sockaddr *)&ss))
+        return;
+    geoip_addr_t visitor = peer;
+    if (app->cfg->n_trusted > 0) {
+        h2o_iovec_t xff = h2o_iovec_init(NULL, 0);
+        ssize_t i = h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-forwarded-for"), -1);
+        if (i != -1)
+            xff = req->headers.entries[i].value;
+        visitor = geoip_visitor(&peer, xff.base, xff.len, app->cfg->trusted, app->cfg->n_trusted);
+    }
+    if (!geoip_country(db, &visitor, country))
+        atomic_fetch_add_explicit(&w->app->metrics.no_country, 1, memory_order_relaxed);
+}
+
+static void record(worker_t *w, h2o_req_t *req, const char *code, size_t code_len, bool is_qr,
+                   const char *query, size_t query_len)
+{
+    storage_engagement_t e = {0};
+    char passed[STORAGE_QUERY_MAX + 2];
+
+    e.time_us = util_now_us();
+    util_uuid7(e.event_id, e.time_us);
+    e.kind = is_qr ? STORAGE_KIND_QR_SCAN : STORAGE_KIND_CLICK;
+    memcpy(e.code, code, code_len);
+    e.code[code_len] = '\0';
+
+    h2o_iovec_t ua = header_value(req, H2O_TOKEN_USER_AGENT);
+    e.device = (uint8_t)parse_user_agent(ua.base, ua.len);
+    e.bot = e.device == STORAGE_DEVICE_BOT;
+    h2o_iovec_t ref = header_value(req, H2O_TOKEN_REFERER);
+    parse_referrer_host(ref.base, ref.len, e.referrer, sizeof(e.referrer));
+    find_country(w, req, e.country);
+    /* The parameters passed on are the visitor's query as the target got it:
+     * encoded the same way, with the QR marker gone. */
+    if (query_len > 0 && query_len < STORAGE_QUERY_MAX / 3) {
+        bool qr;
+        size_t n = parse_redirect_target("?", 1, query, query_len, passed, sizeof(passed), &qr);
+        if (n > 1)
+            e.query = (storage_bytes_t){passed + 1, n - 1};
+    } else if (query_len > 0) {
+        e.query = (storage_bytes_t){query, query_len};
+    }
+
+    if (e.bot)
+        atomic_fetch_add_explicit(&w->app->metrics.bots, 1, memory_order_relaxed);
+    if (storage_engagement_push(w->app->storage, &e) != STORAGE_OK)
+        LOG_AT(LOG_WARN, "redirect", "click queue full: engagement on /%s dropped", e.code);
+}
+
+int redirect_handle(worker_t *w, h2o_req_t *req, const char *code, size_t code_len)
+{
+    bool head = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"));
+    storage_link_t link;
+
+    if (!head && !h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET")))
+        return send_not_found(w, req);
+    /* "/abc/" is what people type after copying "/abc" from some apps. */
+    if (code_len > 1 && code[code_len - 1] == '/')
+        code_len--;
+    if (!parse_code_plausible(code, code_len))
+        return send_not_found(w, req);
+
+    storage_txn_t *txn = storage_reader_begin(w->reader);
+    if (txn == NULL || storage_link_get(txn, code, code_len, &link) != STORAGE_OK) {
+        if (txn != NULL)
+            storage_reader_end(w->reader);
+        return send_not_found(w, req);
+    }
+
+    const char *query = NULL;
+    size_t query_len = 0;
+    if (req->query_at != SIZE_MAX) {
+        query = req->path.base + req->query_at + 1;
+        query_len = req->path.len - req->query_at - 1;
+    }
+    /* Worst case every visitor byte is percent-encoded, plus a separator. */
+    size_t cap = link.long_url.len + query_len * 3 + 2;
+    char *location = h2o_mem_alloc_pool(&req->pool, cap);
+    bool is_qr = false;
+    size_t location_len = parse_redirect_target(link.long_url.ptr, link.long_url.len, query,
+                                                query_len, location, cap, &is_qr);
+    int status = link.redirect_status != 0 ? link.redirect_status : w->app->cfg->redirect_status;
+    storage_reader_end(w->reader);
+    if (location_len == 0)
+        return send_not_found(w, req);
+
+    if (head)
+        atomic_fetch_add_explicit(&w->app->metrics.head_requests, 1, memory_order_relaxed);
+    else
+        record(w, req, code, code_len, is_qr, query, query_len);
+    atomic_fetch_add_explicit(&w->app->metrics.redirects[status_slot(status)], 1,
+                              memory_order_relaxed);
+
+    req->res.status = status;
+    req->res.reason = reason_of(status);
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_LOCATION, NULL, location, location_len);
+    /* Temporary redirects must reach us every time or clicks go uncounted;
+     * permanent ones may be cached briefly, as the operator chose them. */
+    if (status == 301 || status == 308)
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL,
+                       H2O_STRLIT("private, max-age=300"));
+    else
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL,
+                       H2O_STRLIT("private, no-store"));
+    h2o_send_inline(req, "", 0);
+    return 0;
+}
