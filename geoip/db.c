@@ -281,12 +281,13 @@ static void describe(geoip_db_t *db)
 }
 
 /* Tells a missing or unreadable path apart from a bad file; libmaxminddb
- * reports both as a failed open, without errno. */
+ * reports both as a failed open, without errno. O_NONBLOCK keeps a FIFO given
+ * by mistake from hanging start-up; it changes nothing for a regular file. */
 static int check_readable(const char *path, char *err, size_t errlen)
 {
     struct stat st;
     char why[128];
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 
     if (fd < 0) {
         fail(err, errlen, path, "cannot open", strerror_r(errno, why, sizeof(why)));
@@ -353,6 +354,8 @@ out:
     return result;
 }
 
+/* TODO: no reference counting here: on reload, server/ must keep the old
+ * handle open until lookups that may still hold it have finished. */
 void geoip_close(geoip_db_t *db)
 {
     if (db == NULL)

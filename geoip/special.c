@@ -37,6 +37,8 @@ static const special_range_t v4_ranges[] = {
     {{203, 0, 113, 0}, 24, "documentation"},
 };
 
+/* TODO: 6to4 (2002::/16) and Teredo (2001::/32) also embed an IPv4 address
+ * that could be private; they are treated as public for now. */
 static const special_range_t v6_ranges[] = {
     {{0}, 128, "unspecified"},
     {{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1}, 128, "loopback"},
