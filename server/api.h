@@ -70,6 +70,7 @@ json_t *api_webhook_json(const app_t *app, const webhook_t *w);
 int api_links(api_request_t *r);
 int api_webhooks(api_request_t *r);
 int api_account(api_request_t *r);
+int api_clicks(api_request_t *r);
 
 bool api_seg_is(const api_request_t *r, size_t i, const char *s);
 bool api_method_is(const api_request_t *r, const char *m);

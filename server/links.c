@@ -307,6 +307,10 @@ int api_links(api_request_t *r)
         return api_method_is(r, "POST") ? expand(r) : api_method_not_allowed(r);
     if (api_seg_is(r, 0, "bitlinks") && r->n_seg == 1)
         return api_method_is(r, "POST") ? create_link(r, false) : api_method_not_allowed(r);
+    if (api_seg_is(r, 0, "bitlinks") && r->n_seg >= 3 &&
+        (api_seg_is(r, r->n_seg - 1, "summary") || api_seg_is(r, r->n_seg - 1, "clicks") ||
+         api_seg_is(r, r->n_seg - 1, "countries") || api_seg_is(r, r->n_seg - 1, "referrers")))
+        return api_clicks(r);
     if (api_seg_is(r, 0, "bitlinks") && bitlink_code(r, 1, &code, &len)) {
         if (api_method_is(r, "GET"))
             return get_bitlink(r, code, len);
