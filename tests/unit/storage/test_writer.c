@@ -1,0 +1,535 @@
+/*
+ * tests/unit/storage/test_writer.c: the writer thread: engagements through the
+ * ring, counters, group commits of jobs, a full queue, and draining on stop.
+ */
+#include "helpers.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#define HOUR_US INT64_C(3600000000)
+#define T0      (INT64_C(480000) * HOUR_US) /* the start of hour 480000 */
+
+static storage_engagement_t engagement(const char *code, int64_t time_us, const char *country,
+                                       const char *referrer, uint8_t device, uint8_t kind, bool bot)
+{
+    storage_engagement_t e;
+
+    memset(&e, 0, sizeof(e));
+    snprintf(e.code, sizeof(e.code), "%s", code);
+    snprintf(e.country, sizeof(e.country), "%s", country);
+    snprintf(e.referrer, sizeof(e.referrer), "%s", referrer);
+    e.time_us = time_us;
+    e.device = device;
+    e.kind = kind;
+    e.bot = bot;
+    memcpy(e.event_id, &time_us, sizeof(time_us));
+    return e;
+}
+
+static _Atomic uint64_t committed_seq;
+
+static void on_commit(void *ctx, uint64_t last_seq)
+{
+    atomic_fetch_add((_Atomic int *)ctx, 1);
+    atomic_store(&committed_seq, last_seq);
+}
+
+/* ---- engagements ---- */
+
+static void storage_engagement_push_committed_with_link(void **state)
+{
+    fixture_t *f = fixture_new();
+    _Atomic int commits = 0;
+    storage_reader_t *r;
+    storage_engagement_t e, got;
+    storage_stats_t st;
+
+    (void)state;
+    f->opts.on_commit = on_commit;
+    f->opts.on_commit_ctx = &commits;
+    fixture_open(f);
+    assert_int_equal(add_link(f->s, "abc", "Bgroup00001", "https://example.com/x"), STORAGE_OK);
+    assert_int_equal(storage_writer_start(f->s), STORAGE_OK);
+
+    for (int i = 0; i < 3; i++) {
+        e = engagement("abc", T0 + i, "DE", "news.example", STORAGE_DEVICE_MOBILE,
+                       STORAGE_KIND_QR_SCAN, false);
+        e.query.ptr = "utm_source=x";
+        e.query.len = 12;
+        assert_int_equal(storage_engagement_push(f->s, &e), STORAGE_OK);
+    }
+    e = engagement("gone", T0, "", "direct", 0, 0, false);
+    assert_int_equal(storage_engagement_push(f->s, &e), STORAGE_OK);
+    storage_writer_stop(f->s);
+
+    storage_get_stats(f->s, &st);
+    assert_int_equal(st.engagements_recorded, 3);
+    assert_int_equal(st.engagements_unknown, 1);
+    assert_int_equal(st.engagements_dropped, 0);
+    assert_int_equal(st.queue_depth, 0);
+    assert_true(st.commits >= 1); /* groups committed by the writer */
+    assert_true(atomic_load(&commits) >= 1);
+    assert_int_equal(atomic_load(&committed_seq), 3);
+
+    assert_int_equal(storage_reader_open(f->s, &r), STORAGE_OK);
+    storage_txn_t *txn = storage_reader_begin(r);
+    for (uint64_t seq = 1; seq <= 3; seq++) {
+        assert_int_equal(storage_engagement_get(txn, seq, &got), STORAGE_OK);
+        assert_int_equal(got.seq, seq);
+        assert_int_equal(got.time_us, T0 + (int64_t)seq - 1);
+        assert_string_equal(got.code, "abc");
+        assert_string_equal(got.group_guid, "Bgroup00001");
+        assert_string_equal(got.country, "DE");
+        assert_string_equal(got.referrer, "news.example");
+        assert_int_equal(got.kind, STORAGE_KIND_QR_SCAN);
+        assert_int_equal(got.device, STORAGE_DEVICE_MOBILE);
+        assert_false(got.bot);
+        assert_int_equal(got.long_url.len, strlen("https://example.com/x"));
+        assert_memory_equal(got.long_url.ptr, "https://example.com/x", got.long_url.len);
+        assert_int_equal(got.query.len, 12);
+        assert_memory_equal(got.query.ptr, "utm_source=x", 12);
+        int64_t id;
+        memcpy(&id, got.event_id, sizeof(id));
+        assert_int_equal(id, got.time_us);
+    }
+    assert_int_equal(storage_engagement_get(txn, 4, &got), STORAGE_NOTFOUND);
+    storage_reader_end(r);
+    storage_reader_close(r);
+
+    storage_close(f->s);
+    remove_tree(f->dir);
+    free(f);
+}
+
+typedef struct seqs {
+    uint64_t seq[16];
+    int n;
+} seqs_t;
+
+static int collect_seq(void *ctx, const storage_engagement_t *e)
+{
+    seqs_t *s = ctx;
+
+    s->seq[s->n++] = e->seq;
+    return 0;
+}
+
+static void push_n(storage_t *s, const char *code, int n)
+{
+    for (int i = 0; i < n; i++) {
+        storage_engagement_t e = engagement(code, T0, "", "direct", 0, 0, false);
+        assert_int_equal(storage_engagement_push(s, &e), STORAGE_OK);
+    }
+}
+
+static void storage_engagement_seq_continues_after_reopen(void **state)
+{
+    fixture_t *f = *state;
+    storage_reader_t *r;
+    seqs_t s = {0};
+
+    assert_int_equal(add_link(f->s, "abc", "Bgroup00001", "https://example.com/"), STORAGE_OK);
+    assert_int_equal(storage_writer_start(f->s), STORAGE_OK);
+    push_n(f->s, "abc", 2);
+    storage_close(f->s); /* stops the writer, which drains first */
+
+    fixture_open(f);
+    assert_int_equal(storage_writer_start(f->s), STORAGE_OK);
+    push_n(f->s, "abc", 2);
+    storage_writer_stop(f->s);
+
+    assert_int_equal(storage_reader_open(f->s, &r), STORAGE_OK);
+    storage_txn_t *txn = storage_reader_begin(r);
+    assert_int_equal(storage_engagement_scan(txn, 0, collect_seq, &s), 0);
+    assert_int_equal(s.n, 4);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(s.seq[i], (uint64_t)i + 1);
+
+    memset(&s, 0, sizeof(s));
+    assert_int_equal(storage_engagement_scan(txn, 2, collect_seq, &s), 0);
+    assert_int_equal(s.n, 2);
+    assert_int_equal(s.seq[0], 3);
+    storage_reader_end(r);
+    storage_reader_close(r);
+}
+
+static void storage_engagement_push_invalid(void **state)
+{
+    fixture_t *f = *state;
+    storage_engagement_t e = engagement("", T0, "", "direct", 0, 0, false);
+
+    assert_int_equal(storage_writer_start(f->s), STORAGE_OK);
+    assert_int_equal(storage_engagement_push(f->s, &e), STORAGE_INVALID);
+    memset(e.code, 'x', sizeof(e.code)); /* no terminator within the limit */
+    assert_int_equal(storage_engagement_push(f->s, &e), STORAGE_INVALID);
+    storage_writer_stop(f->s);
+}
+
+static void storage_engagement_query_truncated(void **state)
+{
+    fixture_t *f = *state;
+    static char query[STORAGE_QUERY_MAX + 100];
+    storage_engagement_t e = engagement("abc", T0, "", "direct", 0, 0, false), got;
+    storage_reader_t *r;
+
+    memset(query, 'q', sizeof(query));
+    e.query.ptr = query;
+    e.query.len = sizeof(query);
+    assert_int_equal(add_link(f->s, "abc", "Bgroup00001", "https://example.com/"), STORAGE_OK);
+    assert_int_equal(storage_writer_start(f->s), STORAGE_OK);
+    assert_int_equal(storage_engagement_push(f->s, &e), STORAGE_OK);
+    storage_writer_stop(f->s);
+
+    assert_int_equal(storage_reader_open(f->s, &r), STORAGE_OK);
+    assert_int_equal(storage_engagement_get(storage_reader_begin(r), 1, &got), STORAGE_OK);
+    assert_int_equal(got.query.len, STORAGE_QUERY_MAX);
+    storage_reader_end(r);
+    storage_reader_close(r);
+}
+
+/* ---- counters ---- */
+
+typedef struct counts {
+    char values[8][32];
+    uint32_t hours[8];
+    uint64_t counts[8];
+    int n;
+} counts_t;
+
+static int collect_count(void *ctx, uint32_t hour, storage_bytes_t value, uint64_t count)
+{
+    counts_t *c = ctx;
+
+    snprintf(c->values[c->n], sizeof(c->values[0]), "%.*s", (int)value.len, value.ptr);
+    c->hours[c->n] = hour;
+    c->counts[c->n] = count;
+    c->n++;
+    return 0;
+}
+
+static counts_t scan_counts(storage_txn_t *txn, const char *code, storage_facet_t facet,
+                            uint32_t from, uint32_t to)
+{
+    counts_t c;
+
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(
+        storage_counter_scan(txn, code, strlen(code), facet, from, to, collect_count, &c), 0);
+    return c;
+}
+
+static void storage_counter_scan_facets_skip_bots(void **state)
+{
+    fixture_t *f = *state;
+    storage_engagement_t list[] = {
+        engagement("ab", T0, "DE", "direct", STORAGE_DEVICE_MOBILE, STORAGE_KIND_CLICK, false),
+        engagement("ab", T0 + 10, "DE", "t.co", STORAGE_DEVICE_DESKTOP, STORAGE_KIND_QR_SCAN,
+                   false),
+        engagement("ab", T0 + 20, "FR", "direct", STORAGE_DEVICE_MOBILE, STORAGE_KIND_CLICK, false),
+        engagement("ab", T0 + HOUR_US, "", "direct", STORAGE_DEVICE_TABLET, STORAGE_KIND_BIO_CLICK,
+                   false),
+        engagement("ab", T0 + 30, "DE", "direct", STORAGE_DEVICE_BOT, STORAGE_KIND_CLICK, true),
+        engagement("abc", T0, "US", "direct", STORAGE_DEVICE_MOBILE, STORAGE_KIND_CLICK, false),
+    };
+    storage_reader_t *r;
+    counts_t c;
+    uint32_t h0 = (uint32_t)(T0 / HOUR_US);
+
+    assert_int_equal(add_link(f->s, "ab", "Bgroup00001", "https://ab.example/"), STORAGE_OK);
+    assert_int_equal(add_link(f->s, "abc", "Bgroup00001", "https://abc.example/"), STORAGE_OK);
+    assert_int_equal(storage_writer_start(f->s), STORAGE_OK);
+    for (size_t i = 0; i < sizeof(list) / sizeof(list[0]); i++)
+        assert_int_equal(storage_engagement_push(f->s, &list[i]), STORAGE_OK);
+    storage_writer_stop(f->s);
+
+    assert_int_equal(storage_reader_open(f->s, &r), STORAGE_OK);
+    storage_txn_t *txn = storage_reader_begin(r);
+
+    /* The bot is stored but not counted; "abc" does not leak into "ab". */
+    c = scan_counts(txn, "ab", STORAGE_FACET_TOTAL, h0, h0 + 2);
+    assert_int_equal(c.n, 2);
+    assert_int_equal(c.hours[0], h0);
+    assert_int_equal(c.counts[0], 3);
+    assert_string_equal(c.values[0], "");
+    assert_int_equal(c.hours[1], h0 + 1);
+    assert_int_equal(c.counts[1], 1);
+
+    c = scan_counts(txn, "ab", STORAGE_FACET_TOTAL, h0 + 1, h0 + 2);
+    assert_int_equal(c.n, 1);
+    c = scan_counts(txn, "ab", STORAGE_FACET_TOTAL, h0, h0);
+    assert_int_equal(c.n, 0);
+
+    c = scan_counts(txn, "ab", STORAGE_FACET_COUNTRY, h0, h0 + 1);
+    assert_int_equal(c.n, 2);
+    assert_string_equal(c.values[0], "DE");
+    assert_int_equal(c.counts[0], 2);
+    assert_string_equal(c.values[1], "FR");
+    assert_int_equal(c.counts[1], 1);
+
+    c = scan_counts(txn, "ab", STORAGE_FACET_REFERRER, h0, h0 + 1);
+    assert_int_equal(c.n, 2);
+    assert_string_equal(c.values[0], "direct");
+    assert_int_equal(c.counts[0], 2);
+    assert_string_equal(c.values[1], "t.co");
+
+    c = scan_counts(txn, "ab", STORAGE_FACET_DEVICE, h0, h0 + 2);
+    assert_int_equal(c.n, 3);
+    assert_string_equal(c.values[0], "desktop");
+    assert_string_equal(c.values[1], "mobile");
+    assert_int_equal(c.counts[1], 2);
+    assert_string_equal(c.values[2], "tablet");
+
+    c = scan_counts(txn, "ab", STORAGE_FACET_KIND, h0, h0 + 2);
+    assert_int_equal(c.n, 3);
+    assert_string_equal(c.values[0], "click");
+    assert_int_equal(c.counts[0], 2);
+    assert_string_equal(c.values[1], "qr_scan");
+    assert_string_equal(c.values[2], "bio_click");
+
+    c = scan_counts(txn, "abc", STORAGE_FACET_TOTAL, 0, UINT32_MAX);
+    assert_int_equal(c.n, 1);
+    assert_int_equal(c.counts[0], 1);
+    storage_reader_end(r);
+    storage_reader_close(r);
+}
+
+/* ---- jobs ---- */
+
+/* A job that holds the writer until the test lets it go, so that whatever is
+ * queued meanwhile lands in the next group. */
+typedef struct gate {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool entered;
+    bool open;
+} gate_t;
+
+static int gate_job(storage_txn_t *txn, void *arg)
+{
+    gate_t *g = arg;
+
+    pthread_mutex_lock(&g->lock);
+    g->entered = true;
+    pthread_cond_broadcast(&g->cond);
+    while (!g->open)
+        pthread_cond_wait(&g->cond, &g->lock);
+    pthread_mutex_unlock(&g->lock);
+    return STORAGE_OK;
+}
+
+static void gate_close(storage_t *s, gate_t *g)
+{
+    pthread_mutex_init(&g->lock, NULL);
+    pthread_cond_init(&g->cond, NULL);
+    g->entered = false;
+    g->open = false;
+    assert_int_equal(storage_submit(s, gate_job, NULL, g), STORAGE_OK);
+    pthread_mutex_lock(&g->lock);
+    while (!g->entered)
+        pthread_cond_wait(&g->cond, &g->lock);
+    pthread_mutex_unlock(&g->lock);
+}
+
+static void gate_open(gate_t *g)
+{
+    pthread_mutex_lock(&g->lock);
+    g->open = true;
+    pthread_cond_broadcast(&g->cond);
+    pthread_mutex_unlock(&g->lock);
+}
+
+static void storage_engagement_push_full_counts_drop(void **state)
+{
+    fixture_t *f = fixture_new();
+    storage_stats_t st;
+    gate_t g;
+
+    (void)state;
+    f->opts.queue_capacity = 3; /* rounded up to 4 */
+    fixture_open(f);
+    assert_int_equal(add_link(f->s, "abc", "Bgroup00001", "https://example.com/"), STORAGE_OK);
+    assert_int_equal(storage_writer_start(f->s), STORAGE_OK);
+
+    gate_close(f->s, &g);
+    push_n(f->s, "abc", 4);
+    storage_engagement_t e = engagement("abc", T0, "", "direct", 0, 0, false);
+    assert_int_equal(storage_engagement_push(f->s, &e), STORAGE_FULL);
+    assert_int_equal(storage_engagement_push(f->s, &e), STORAGE_FULL);
+    storage_get_stats(f->s, &st);
+    assert_int_equal(st.engagements_dropped, 2);
+    assert_int_equal(st.queue_depth, 4);
+
+    gate_open(&g);
+    storage_writer_stop(f->s);
+    storage_get_stats(f->s, &st);
+    assert_int_equal(st.engagements_recorded, 4);
+    assert_int_equal(st.engagements_dropped, 2);
+
+    storage_close(f->s);
+    remove_tree(f->dir);
+    free(f);
+}
+
+typedef struct put_arg {
+    const char *key;
+    int result;
+    int done_rc;
+} put_arg_t;
+
+static int put_then_return(storage_txn_t *txn, void *arg)
+{
+    put_arg_t *p = arg;
+    int rc = storage_record_put(txn, STORAGE_DB_GROUPS, p->key, strlen(p->key), "v", 1, 0);
+
+    return rc != STORAGE_OK ? rc : p->result;
+}
+
+static void record_done(void *arg, int rc)
+{
+    ((put_arg_t *)arg)->done_rc = rc;
+}
+
+static void storage_job_failure_discards_only_its_writes(void **state)
+{
+    fixture_t *f = *state;
+    put_arg_t jobs[] = {
+        {"a", STORAGE_OK, -100},
+        {"b", STORAGE_INVALID, -100},
+        {"c", STORAGE_OK, -100},
+    };
+    storage_stats_t before, after;
+    storage_reader_t *r;
+    storage_bytes_t v;
+    gate_t g;
+
+    assert_int_equal(storage_writer_start(f->s), STORAGE_OK);
+    gate_close(f->s, &g);
+    storage_get_stats(f->s, &before);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(storage_submit(f->s, put_then_return, record_done, &jobs[i]), STORAGE_OK);
+    gate_open(&g);
+    storage_writer_stop(f->s);
+    storage_get_stats(f->s, &after);
+
+    /* The gate's group and then one group for all three jobs. */
+    assert_int_equal(after.commits - before.commits, 2);
+    assert_int_equal(after.last_batch, 3);
+    assert_int_equal(jobs[0].done_rc, STORAGE_OK);
+    assert_int_equal(jobs[1].done_rc, STORAGE_INVALID);
+    assert_int_equal(jobs[2].done_rc, STORAGE_OK);
+
+    assert_int_equal(storage_reader_open(f->s, &r), STORAGE_OK);
+    storage_txn_t *txn = storage_reader_begin(r);
+    assert_int_equal(storage_record_get(txn, STORAGE_DB_GROUPS, "a", 1, &v), STORAGE_OK);
+    assert_int_equal(storage_record_get(txn, STORAGE_DB_GROUPS, "b", 1, &v), STORAGE_NOTFOUND);
+    assert_int_equal(storage_record_get(txn, STORAGE_DB_GROUPS, "c", 1, &v), STORAGE_OK);
+    storage_reader_end(r);
+    storage_reader_close(r);
+
+    /* storage_run hands back the job's own result. */
+    put_arg_t failing = {"d", STORAGE_EXISTS, 0};
+    assert_int_equal(storage_run(f->s, put_then_return, &failing), STORAGE_EXISTS);
+}
+
+/* ---- draining ---- */
+
+typedef struct producer {
+    storage_t *s;
+    int n;
+    int id;
+    int full;
+} producer_t;
+
+static void *produce(void *arg)
+{
+    producer_t *p = arg;
+
+    for (int i = 0; i < p->n; i++) {
+        storage_engagement_t e = engagement("abc", T0 + i, "", "direct", 0, 0, false);
+        e.event_id[15] = (uint8_t)p->id;
+        if (storage_engagement_push(p->s, &e) != STORAGE_OK)
+            p->full++;
+    }
+    return NULL;
+}
+
+typedef struct drained {
+    uint64_t last_seq;
+    int per_producer[4];
+    int n;
+    bool ordered;
+} drained_t;
+
+static int count_drained(void *ctx, const storage_engagement_t *e)
+{
+    drained_t *d = ctx;
+
+    if (e->seq != d->last_seq + 1)
+        d->ordered = false;
+    d->last_seq = e->seq;
+    d->per_producer[e->event_id[15] % 4]++;
+    d->n++;
+    return 0;
+}
+
+static void storage_writer_stop_drains_queue(void **state)
+{
+    fixture_t *f = *state;
+    pthread_t th[4];
+    producer_t p[4];
+    drained_t d = {.ordered = true};
+    storage_stats_t st;
+    storage_reader_t *r;
+
+    assert_int_equal(add_link(f->s, "abc", "Bgroup00001", "https://example.com/"), STORAGE_OK);
+    assert_int_equal(storage_writer_start(f->s), STORAGE_OK);
+    for (int i = 0; i < 4; i++) {
+        p[i] = (producer_t){f->s, 2500, i, 0};
+        assert_int_equal(pthread_create(&th[i], NULL, produce, &p[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(p[i].full, 0);
+    }
+    storage_writer_stop(f->s);
+
+    storage_get_stats(f->s, &st);
+    assert_int_equal(st.engagements_recorded, 10000);
+    assert_int_equal(st.queue_depth, 0);
+    assert_int_equal(storage_reader_open(f->s, &r), STORAGE_OK);
+    assert_int_equal(storage_engagement_scan(storage_reader_begin(r), 0, count_drained, &d), 0);
+    assert_int_equal(d.n, 10000);
+    assert_true(d.ordered);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(d.per_producer[i], 2500);
+    storage_reader_end(r);
+    storage_reader_close(r);
+
+    /* Once stopped, nothing is accepted, and jobs run directly. */
+    storage_engagement_t e = engagement("abc", T0, "", "direct", 0, 0, false);
+    assert_int_equal(storage_engagement_push(f->s, &e), STORAGE_ERROR);
+    assert_int_equal(add_link(f->s, "after", "Bgroup00001", "https://after.example/"), STORAGE_OK);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(storage_engagement_push_committed_with_link),
+        cmocka_unit_test_setup_teardown(storage_engagement_seq_continues_after_reopen,
+                                        fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(storage_engagement_push_invalid, fixture_setup,
+                                        fixture_teardown),
+        cmocka_unit_test_setup_teardown(storage_engagement_query_truncated, fixture_setup,
+                                        fixture_teardown),
+        cmocka_unit_test_setup_teardown(storage_counter_scan_facets_skip_bots, fixture_setup,
+                                        fixture_teardown),
+        cmocka_unit_test(storage_engagement_push_full_counts_drop),
+        cmocka_unit_test_setup_teardown(storage_job_failure_discards_only_its_writes, fixture_setup,
+                                        fixture_teardown),
+        cmocka_unit_test_setup_teardown(storage_writer_stop_drains_queue, fixture_setup,
+                                        fixture_teardown),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
