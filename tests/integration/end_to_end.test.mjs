@@ -9,6 +9,7 @@ import { GEOIP_TEST_DB, request, sleep, startReceiver, startServer, tempDir } fr
 const dataDir = tempDir();
 const flags = ['--geoip-db', GEOIP_TEST_DB, '--trusted-proxy', '127.0.0.1/32',
   '--webhook-allow-cidr', '127.0.0.0/8'];
+const BROWSER = 'Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0';
 let server;
 let receiver;
 
@@ -53,7 +54,7 @@ test('shorten, click, one signed webhook, and a restart keeps it all', async () 
 
   const code = link.id.split('/')[1];
   const click = await request(`${server.base}/${code}?utm_source=y`, {
-    headers: { 'x-forwarded-for': '81.2.69.160', 'user-agent': 'Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0' },
+    headers: { 'x-forwarded-for': '81.2.69.160', 'user-agent': BROWSER },
   });
   assert.equal(click.status, 302);
   assert.equal(click.headers.location, 'https://example.com/landing?ref=x&utm_source=y#top');
@@ -86,7 +87,7 @@ test('shorten, click, one signed webhook, and a restart keeps it all', async () 
 
   await server.stop();
   server = await startServer({ dataDir, args: flags });
-  const after1 = await request(`${server.base}/${code}`);
+  const after1 = await request(`${server.base}/${code}`, { headers: { 'user-agent': BROWSER } });
   assert.equal(after1.status, 302);
   assert.equal(after1.headers.location, longUrl);
   const summary = await server.api('GET', `/v4/bitlinks/${link.id}/clicks/summary?unit=day&units=-1`);
