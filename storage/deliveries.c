@@ -69,7 +69,7 @@ static int delivery_decode(const MDB_val *k, const MDB_val *v, storage_delivery_
 
     memset(out, 0, sizeof(*out));
     if (k->mv_size != 16 || rb_u8(&r) != STORAGE_VERSION)
-        goto bad;
+        return storage__damaged("deliveries");
     out->due_us = get_be64(k->mv_data);
     out->id = get_be64((const uint8_t *)k->mv_data + 8);
     if ((p = rb_bytes(&r, STORAGE_GUID_LEN)) != NULL)
@@ -78,11 +78,8 @@ static int delivery_decode(const MDB_val *k, const MDB_val *v, storage_delivery_
     out->attempts = rb_u32(&r);
     out->last_status = (int32_t)rb_u32(&r);
     if (r.bad)
-        goto bad;
+        return storage__damaged("deliveries");
     return STORAGE_OK;
-bad:
-    storage__set_error("storage: a record in deliveries is damaged or of an unknown version");
-    return STORAGE_ERROR;
 }
 
 /* Walks deliveries in due order and stops after the first one due later than
@@ -172,7 +169,7 @@ static int attempt_decode(const MDB_val *k, const MDB_val *v, storage_attempt_t 
 
     memset(out, 0, sizeof(*out));
     if (k->mv_size != ATTEMPT_KEY || rb_u8(&r) != STORAGE_VERSION)
-        goto bad;
+        return storage__damaged("delivery_log");
     guid_string(out->webhook_guid, kp);
     out->time_us = get_time_be(kp + STORAGE_GUID_LEN);
     out->delivery_id = get_be64(kp + STORAGE_GUID_LEN + 8);
@@ -186,11 +183,8 @@ static int attempt_decode(const MDB_val *k, const MDB_val *v, storage_attempt_t 
     out->response.len = rb_u16(&r);
     out->response.ptr = (const char *)rb_bytes(&r, out->response.len);
     if (r.bad)
-        goto bad;
+        return storage__damaged("delivery_log");
     return STORAGE_OK;
-bad:
-    storage__set_error("storage: a record in delivery_log is damaged or of an unknown version");
-    return STORAGE_ERROR;
 }
 
 /* Puts the cursor on the webhook's newest attempt: the last key before the

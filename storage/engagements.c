@@ -109,7 +109,7 @@ static int engagement_decode(const MDB_val *key, const MDB_val *val, storage_eng
 
     memset(out, 0, sizeof(*out));
     if (key->mv_size != 8 || rb_u8(&r) != STORAGE_VERSION)
-        goto bad;
+        return storage__damaged("engagements");
     out->seq = get_be64(key->mv_data);
     if ((p = rb_bytes(&r, 16)) != NULL)
         memcpy(out->event_id, p, 16);
@@ -132,11 +132,8 @@ static int engagement_decode(const MDB_val *key, const MDB_val *val, storage_eng
     out->long_url.len = rb_u32(&r);
     out->long_url.ptr = (const char *)rb_bytes(&r, out->long_url.len);
     if (r.bad)
-        goto bad;
+        return storage__damaged("engagements");
     return STORAGE_OK;
-bad:
-    storage__set_error("storage: a record in engagements is damaged or of an unknown version");
-    return STORAGE_ERROR;
 }
 
 /* ---- writer side ---- */
@@ -227,8 +224,7 @@ static int counter_increment(storage_txn_t *txn, const counter_entry_t *c)
     if (rc == 0) {
         rbuf_t r = {v.mv_data, v.mv_size, false};
         if (rb_u8(&r) != STORAGE_VERSION || r.left != 8) {
-            storage__set_error("storage: a record in counters is damaged");
-            return STORAGE_ERROR;
+            return storage__damaged("counters");
         }
         count = rb_u64(&r);
     } else if (rc != MDB_NOTFOUND) {
@@ -358,8 +354,7 @@ int storage_counter_scan(storage_txn_t *txn, const char *code, size_t code_len,
 
         rbuf_t r = {v.mv_data, v.mv_size, false};
         if (rb_u8(&r) != STORAGE_VERSION || r.left != 8) {
-            storage__set_error("storage: a record in counters is damaged");
-            ret = STORAGE_ERROR;
+            ret = storage__damaged("counters");
             goto out;
         }
         storage_bytes_t value = {(const char *)kp + prefix + 5, k.mv_size - prefix - 5};

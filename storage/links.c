@@ -67,7 +67,7 @@ static int link_decode(const MDB_val *val, storage_link_t *out)
 
     memset(out, 0, sizeof(*out));
     if (rb_u8(&r) != STORAGE_VERSION)
-        goto bad;
+        return storage__damaged("links");
     out->archived = (rb_u8(&r) & FLAG_ARCHIVED) != 0;
     out->redirect_status = rb_u16(&r);
     if ((p = rb_bytes(&r, STORAGE_GUID_LEN)) != NULL)
@@ -83,11 +83,8 @@ static int link_decode(const MDB_val *val, storage_link_t *out)
     out->tags.len = rb_u32(&r);
     out->tags.ptr = (const char *)rb_bytes(&r, out->tags.len);
     if (r.bad)
-        goto bad;
+        return storage__damaged("links");
     return STORAGE_OK;
-bad:
-    storage__set_error("storage: a record in links is damaged or of an unknown version");
-    return STORAGE_ERROR;
 }
 
 static int url_key(uint8_t key[URL_KEY_LEN], const char *group_guid, const char *url, size_t len)
@@ -136,8 +133,7 @@ int storage_link_find_by_url(storage_txn_t *txn, const char *group_guid, const c
     if (rc != 0)
         return storage__fail(rc, "read", "links_by_url");
     if (v.mv_size < 2 || ((const uint8_t *)v.mv_data)[0] != STORAGE_VERSION) {
-        storage__set_error("storage: a record in links_by_url is damaged");
-        return STORAGE_ERROR;
+        return storage__damaged("links_by_url");
     }
     rc = storage_link_get(txn, (const char *)v.mv_data + 1, v.mv_size - 1, out);
     if (rc != STORAGE_OK)

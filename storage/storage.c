@@ -56,6 +56,12 @@ int storage__fail(int mdb_rc, const char *op, const char *db)
     return STORAGE_ERROR;
 }
 
+int storage__damaged(const char *db)
+{
+    storage__set_error("storage: a record in %s is damaged or of an unknown version", db);
+    return STORAGE_ERROR;
+}
+
 void storage__get_error(char *buf, size_t len)
 {
     snprintf(buf, len, "%s", last_error);

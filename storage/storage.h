@@ -281,6 +281,10 @@ typedef struct storage_stats {
 } storage_stats_t;
 
 void storage_get_stats(storage_t *s, storage_stats_t *out);
+/* Added by storage: the reason the writer's last failed group commit gave (the
+ * engagements it lost are in engagements_dropped), or "" when none has failed,
+ * so the server can log it. Any thread. */
+void storage_writer_last_error(storage_t *s, char *buf, size_t len);
 /* A compacting hot copy of the environment into dir (which must be empty). */
 int storage_backup(storage_t *s, const char *dir, char *err, size_t errlen);
 

@@ -93,6 +93,7 @@ struct storage {
     bool running;  /* under lock */
     bool stopping; /* under lock */
     pthread_t writer;
+    char writer_error[256]; /* under lock: the last failed group's reason */
 
     /* Writer-owned state. */
     uint64_t next_seq;
@@ -120,6 +121,8 @@ int storage__fail(int mdb_rc, const char *op, const char *db);
 /* Copies this thread's last error out (for handing it to another thread). */
 void storage__get_error(char *buf, size_t len);
 const char *storage__db_name(int db);
+/* Records that a value in db failed to decode and returns STORAGE_ERROR. */
+int storage__damaged(const char *db);
 
 /* ---- allocation: out of memory is fatal, with the place it happened ---- */
 

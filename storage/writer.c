@@ -59,6 +59,9 @@ int storage__queue_init(storage_t *s)
     /* calloc of this size is served by fresh zero pages from the kernel, so a
      * slot's query page costs memory only once a query has been written there. */
     s->slots = xcalloc(cap, sizeof(*s->slots));
+    /* TODO: with the default 65536 slots the query arena is 256 MiB of address
+     * space, and every slot that ever held a query keeps its page resident; a
+     * smaller default capacity or a shared byte ring for queries would bound it. */
     s->queries = xcalloc(cap, STORAGE_QUERY_MAX);
     s->mask = cap - 1;
     for (size_t i = 0; i < cap; i++)
@@ -213,6 +216,22 @@ static bool pop_engagement(storage_t *s, storage_engagement_t *e)
 
 /* ---- one group commit ---- */
 
+/* Keeps the writer thread's current error for storage_writer_last_error: the
+ * writer has no caller to return it to. */
+static void remember_failure(storage_t *s)
+{
+    pthread_mutex_lock(&s->lock);
+    storage__get_error(s->writer_error, sizeof(s->writer_error));
+    pthread_mutex_unlock(&s->lock);
+}
+
+void storage_writer_last_error(storage_t *s, char *buf, size_t len)
+{
+    pthread_mutex_lock(&s->lock);
+    snprintf(buf, len, "%s", s->writer_error);
+    pthread_mutex_unlock(&s->lock);
+}
+
 static uint64_t now_us(void)
 {
     struct timespec ts;
@@ -230,38 +249,46 @@ static size_t store_engagements(storage_t *s, MDB_txn *parent, size_t limit, siz
     storage_txn_t t = {NULL, s};
     size_t stored = 0, ncounters = 0, unknown = 0;
     uint64_t first_seq = s->next_seq;
+    bool ok = false;
     int rc = mdb_txn_begin(s->env, parent, 0, &t.txn);
 
     *taken = 0;
     if (rc != 0) {
+        t.txn = NULL;
         storage__fail(rc, "begin a nested transaction for", "engagements");
-        return 0;
+        goto out;
     }
     while (*taken < limit && pop_engagement(s, &e)) {
         (*taken)++;
         e.seq = s->next_seq;
         rc = storage__engagement_store(&t, &e, &ncounters);
-        if (rc == STORAGE_OK) {
-            s->next_seq++;
-            stored++;
-        } else if (rc == STORAGE_NOTFOUND) {
+        if (rc == STORAGE_NOTFOUND) {
             unknown++; /* the link was deleted between the click and now */
-        } else {
-            goto fail;
+            continue;
         }
+        if (rc != STORAGE_OK)
+            goto out;
+        s->next_seq++;
+        stored++;
     }
     if (storage__counters_apply(&t, ncounters) != STORAGE_OK)
-        goto fail;
-    if ((rc = mdb_txn_commit(t.txn)) != 0) {
-        t.txn = NULL;
+        goto out;
+    rc = mdb_txn_commit(t.txn);
+    t.txn = NULL;
+    if (rc != 0) {
         storage__fail(rc, "commit", "engagements");
-        goto fail;
+        goto out;
     }
-    atomic_fetch_add_explicit(&s->st_unknown, unknown, memory_order_relaxed);
-    return stored;
-fail:
+    ok = true;
+out:
     if (t.txn != NULL)
         mdb_txn_abort(t.txn);
+    if (ok) {
+        atomic_fetch_add_explicit(&s->st_unknown, unknown, memory_order_relaxed);
+        return stored;
+    }
+    /* Everything taken off the ring in this group is lost, and said so. */
+    remember_failure(s);
     s->next_seq = first_seq;
     atomic_fetch_add_explicit(&s->st_dropped, *taken, memory_order_relaxed);
     atomic_fetch_add_explicit(&s->st_commit_failures, 1, memory_order_relaxed);
@@ -357,6 +384,7 @@ out:
         atomic_fetch_add_explicit(&s->st_commit_us, now_us() - started, memory_order_relaxed);
     } else {
         storage__get_error(commit_error, sizeof(commit_error));
+        remember_failure(s);
         s->next_seq = first_seq;
         atomic_fetch_add_explicit(&s->st_dropped, stored, memory_order_relaxed);
         atomic_fetch_add_explicit(&s->st_commit_failures, 1, memory_order_relaxed);

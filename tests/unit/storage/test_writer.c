@@ -512,6 +512,56 @@ static void storage_writer_stop_drains_queue(void **state)
     assert_int_equal(add_link(f->s, "after", "Bgroup00001", "https://after.example/"), STORAGE_OK);
 }
 
+/* ---- failures ---- */
+
+static int fill_job(storage_txn_t *txn, void *arg)
+{
+    static char val[4096];
+    int *i = arg;
+    char key[32];
+
+    snprintf(key, sizeof(key), "k%d", (*i)++);
+    return storage_record_put(txn, STORAGE_DB_BIO_PAGES, key, strlen(key), val, sizeof(val), 0);
+}
+
+static void storage_engagement_map_full_counts_loss(void **state)
+{
+    fixture_t *f = fixture_new();
+    static char query[STORAGE_QUERY_MAX];
+    char reason[256] = "unset";
+    storage_stats_t st;
+    int i = 0, rc = STORAGE_OK;
+
+    (void)state;
+    f->opts.map_size = (size_t)1 << 20;
+    fixture_open(f);
+    assert_int_equal(add_link(f->s, "abc", "Bgroup00001", "https://example.com/"), STORAGE_OK);
+    assert_int_equal(storage_writer_start(f->s), STORAGE_OK);
+    storage_writer_last_error(f->s, reason, sizeof(reason));
+    assert_string_equal(reason, "");
+    while (rc == STORAGE_OK && i < 1000)
+        rc = storage_run(f->s, fill_job, &i);
+    assert_int_equal(rc, STORAGE_ERROR);
+
+    storage_engagement_t e = engagement("abc", T0, "", "direct", 0, 0, false);
+    memset(query, 'q', sizeof(query));
+    e.query.ptr = query;
+    e.query.len = sizeof(query);
+    assert_int_equal(storage_engagement_push(f->s, &e), STORAGE_OK);
+    storage_writer_stop(f->s);
+
+    storage_get_stats(f->s, &st);
+    assert_int_equal(st.engagements_recorded, 0);
+    assert_int_equal(st.engagements_dropped, 1);
+    assert_true(st.commit_failures >= 1);
+    storage_writer_last_error(f->s, reason, sizeof(reason));
+    assert_non_null(strstr(reason, "map is full"));
+
+    storage_close(f->s);
+    remove_tree(f->dir);
+    free(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -529,6 +579,7 @@ int main(void)
                                         fixture_teardown),
         cmocka_unit_test_setup_teardown(storage_writer_stop_drains_queue, fixture_setup,
                                         fixture_teardown),
+        cmocka_unit_test(storage_engagement_map_full_counts_loss),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
