@@ -331,6 +331,12 @@ static void parse_long_url_ip_hosts(void **state)
     expect_url("http://203.0.113.7/", PARSE_URL_OK, "http://203.0.113.7/");
     /* Numeric forms are written the way browsers read them. */
     expect_url("http://2130706433/", PARSE_URL_OK, "http://127.0.0.1/");
+    /* Found by fuzz_url: forms that only become numeric once decoded or mapped
+     * are normalised to the end, as browsers read them. */
+    expect_url("http://%32130706433/", PARSE_URL_OK, "http://127.0.0.1/");
+    expect_url("http://21%30706433/", PARSE_URL_OK, "http://12.143.32.1/");
+    expect_url("http://\xef\xbc\x91\xef\xbc\x92\xef\xbc\x97.0.0.1/", PARSE_URL_OK,
+               "http://127.0.0.1/");
 }
 
 static void parse_long_url_userinfo_kept(void **state)
@@ -369,6 +375,7 @@ static void parse_long_url_idempotent(void **state)
         "https://example.com/?abc#123",
         "http://example.com",
         "http://t%C3%BCbingen.de/%41?%zz",
+        "http://21%30706433/",
     };
 
     (void)state;
