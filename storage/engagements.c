@@ -8,6 +8,10 @@
  * counters: key = code length (u8) + code + hour (u32 BE) + facet (u8) + value.
  *   The code is length-prefixed so that the keys of "ab" can never be read as
  *   those of "abc". value = version + count (u64).
+ *
+ * TODO: retention (DESIGN.md §3) is not implemented: raw engagements and the
+ * delivery log grow until a pruning job deletes old keys. The sequence survives
+ * such pruning through the meta high-water mark.
  */
 #include "storage_internal.h"
 
