@@ -250,14 +250,20 @@ int api_handle(worker_t *w, h2o_req_t *req, const char *path, size_t path_len)
     r.n_seg = split_path(&r, path, path_len);
     if (r.n_seg == SIZE_MAX || r.n_seg == 0)
         return api_not_found(&r, "");
+    if (r.n_seg == 1 && api_seg_is(&r, 0, "openapi.json"))
+        return api_openapi(w, req);
     if (!authorized(&r)) {
         return api_error(req, 403, "FORBIDDEN", "A valid API token is required.", "", NULL, NULL);
     }
     if (parse_body(&r) != 0)
         return 0;
 
-    if (api_seg_is(&r, 0, "shorten") || api_seg_is(&r, 0, "bitlinks") ||
-        api_seg_is(&r, 0, "expand") || api_seg_is(&r, 0, "custom_bitlinks"))
+    if (api_seg_is(&r, 0, "bitlinks") && r.n_seg >= 3 && api_seg_is(&r, r.n_seg - 1, "qr"))
+        rc = api_qr(&r);
+    else if (api_seg_is(&r, 0, "bio_pages"))
+        rc = api_bio(&r);
+    else if (api_seg_is(&r, 0, "shorten") || api_seg_is(&r, 0, "bitlinks") ||
+             api_seg_is(&r, 0, "expand") || api_seg_is(&r, 0, "custom_bitlinks"))
         rc = api_links(&r);
     else if (api_seg_is(&r, 0, "webhooks") ||
              (api_seg_is(&r, 0, "organizations") && api_seg_is(&r, 2, "webhooks")))

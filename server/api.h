@@ -71,6 +71,12 @@ int api_links(api_request_t *r);
 int api_webhooks(api_request_t *r);
 int api_account(api_request_t *r);
 int api_clicks(api_request_t *r);
+/* GET /v4/bitlinks/{id}/qr (server/qr.c). */
+int api_qr(api_request_t *r);
+/* /v4/bio_pages[/{handle}] (server/bio.c). */
+int api_bio(api_request_t *r);
+/* GET /v4/openapi.json, public (server/openapi.c). */
+int api_openapi(worker_t *w, h2o_req_t *req);
 
 bool api_seg_is(const api_request_t *r, size_t i, const char *s);
 bool api_method_is(const api_request_t *r, const char *m);

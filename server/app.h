@@ -61,6 +61,15 @@ worker_t *app_worker(h2o_req_t *req);
 
 /* Handlers: each answers the request (returning 0) or returns -1 to decline. */
 int redirect_handle(worker_t *w, h2o_req_t *req, const char *code, size_t code_len);
+/* The redirect of one code with a given kind of engagement; referrer, when not
+ * NULL, replaces the Referer header's host (a bio page names itself). */
+int redirect_serve(worker_t *w, h2o_req_t *req, const char *code, size_t code_len,
+                   storage_kind_t kind, const char *referrer);
+/* /qr/{code}.png|svg: the public QR image of a link (server/qr.c). */
+int qr_image_handle(worker_t *w, h2o_req_t *req, const char *rest, size_t len);
+/* /m/{handle} and /m/{handle}/{code}: link-in-bio pages and their buttons
+ * (server/bio.c). */
+int bio_page_handle(worker_t *w, h2o_req_t *req, const char *rest, size_t len);
 int api_handle(worker_t *w, h2o_req_t *req, const char *path, size_t path_len);
 int app_page_handle(worker_t *w, h2o_req_t *req, const char *path, size_t path_len);
 int metrics_handle(worker_t *w, h2o_req_t *req);

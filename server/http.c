@@ -57,6 +57,10 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         return api_handle(w, req, path + 3, path_len - 3);
     if (path_len >= 4 && memcmp(path, "/app", 4) == 0 && (path_len == 4 || path[4] == '/'))
         return app_page_handle(w, req, path + 4, path_len - 4);
+    if (path_len > 4 && memcmp(path, "/qr/", 4) == 0)
+        return qr_image_handle(w, req, path + 4, path_len - 4);
+    if (path_len > 3 && memcmp(path, "/m/", 3) == 0)
+        return bio_page_handle(w, req, path + 3, path_len - 3);
     if (path_len == 1) {
         static const char home[] =
             "<!doctype html><html lang=en><meta charset=utf-8><title>shortlinkd</title>"

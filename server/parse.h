@@ -40,9 +40,9 @@ parse_url_error_t parse_long_url(const char *in, size_t len, const char *own_hos
 
 /* Alphabet of generated codes, and their length. */
 #define PARSE_CODE_ALPHABET "23456789bcdfghjkmnpqrstvwxyzBCDFGHJKLMNPQRSTVWXYZ"
-#define PARSE_CODE_LEN 7
-#define PARSE_BACKHALF_MIN 3
-#define PARSE_BACKHALF_MAX 64
+#define PARSE_CODE_LEN      7
+#define PARSE_BACKHALF_MIN  3
+#define PARSE_BACKHALF_MAX  64
 
 /* Whether a custom back-half is acceptable: PARSE_BACKHALF_MIN..MAX bytes of
  * [A-Za-z0-9_-], not a reserved route name (v4, app, healthz, metrics, ...). */

@@ -5,6 +5,7 @@
  * or takes a lock shared with other workers; the only allocations come from
  * h2o's request pool.
  */
+#include <stdio.h>
 #include <string.h>
 
 #include "app.h"
@@ -80,23 +81,27 @@ static void find_country(worker_t *w, h2o_req_t *req, char country[3])
         atomic_fetch_add_explicit(&w->app->metrics.no_country, 1, memory_order_relaxed);
 }
 
-static void record(worker_t *w, h2o_req_t *req, const char *code, size_t code_len, bool is_qr,
-                   const char *query, size_t query_len)
+static void record(worker_t *w, h2o_req_t *req, const char *code, size_t code_len,
+                   storage_kind_t kind, const char *referrer, const char *query, size_t query_len)
 {
     storage_engagement_t e = {0};
     char passed[STORAGE_QUERY_MAX + 2];
 
     e.time_us = util_now_us();
     util_uuid7(e.event_id, e.time_us);
-    e.kind = is_qr ? STORAGE_KIND_QR_SCAN : STORAGE_KIND_CLICK;
+    e.kind = (uint8_t)kind;
     memcpy(e.code, code, code_len);
     e.code[code_len] = '\0';
 
     h2o_iovec_t ua = header_value(req, H2O_TOKEN_USER_AGENT);
     e.device = (uint8_t)parse_user_agent(ua.base, ua.len);
     e.bot = e.device == STORAGE_DEVICE_BOT;
-    h2o_iovec_t ref = header_value(req, H2O_TOKEN_REFERER);
-    parse_referrer_host(ref.base, ref.len, e.referrer, sizeof(e.referrer));
+    if (referrer != NULL) {
+        snprintf(e.referrer, sizeof(e.referrer), "%s", referrer);
+    } else {
+        h2o_iovec_t ref = header_value(req, H2O_TOKEN_REFERER);
+        parse_referrer_host(ref.base, ref.len, e.referrer, sizeof(e.referrer));
+    }
     find_country(w, req, e.country);
     /* The parameters passed on are the visitor's query as the target got it:
      * encoded the same way, with the QR marker gone. */
@@ -116,6 +121,12 @@ static void record(worker_t *w, h2o_req_t *req, const char *code, size_t code_le
 }
 
 int redirect_handle(worker_t *w, h2o_req_t *req, const char *code, size_t code_len)
+{
+    return redirect_serve(w, req, code, code_len, STORAGE_KIND_CLICK, NULL);
+}
+
+int redirect_serve(worker_t *w, h2o_req_t *req, const char *code, size_t code_len,
+                   storage_kind_t kind, const char *referrer)
 {
     bool head = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"));
     storage_link_t link;
@@ -155,7 +166,8 @@ int redirect_handle(worker_t *w, h2o_req_t *req, const char *code, size_t code_l
     if (head)
         atomic_fetch_add_explicit(&w->app->metrics.head_requests, 1, memory_order_relaxed);
     else
-        record(w, req, code, code_len, is_qr, query, query_len);
+        record(w, req, code, code_len, is_qr ? STORAGE_KIND_QR_SCAN : kind, referrer, query,
+               query_len);
     atomic_fetch_add_explicit(&w->app->metrics.redirects[status_slot(status)], 1,
                               memory_order_relaxed);
 
