@@ -147,14 +147,19 @@ static int check_host(const char *host, const webhook_net_policy_t *policy, char
         return -1;
     }
 
-    /* localhost never goes to DNS (RFC 6761), so it is judged as the
-     * loopback address it stands for. */
+    /* localhost never goes to DNS (RFC 6761): it stands for 127.0.0.1 and
+     * ::1, and passes when either is allowed; the connect-time check then
+     * refuses whichever of the two is not. */
     if (is_localhost_name(host)) {
+        geoip_addr_t v6;
         memset(&a, 0, sizeof a);
         a.family = AF_INET;
         a.bytes[0] = 127;
         a.bytes[3] = 1;
-        if (!addr_refused(&a, policy, &range))
+        memset(&v6, 0, sizeof v6);
+        v6.family = AF_INET6;
+        v6.bytes[15] = 1;
+        if (!addr_refused(&a, policy, &range) || !addr_refused(&v6, policy, &range))
             return 0;
         if (err != NULL && errlen > 0)
             snprintf(err, errlen, "url: %s is in a loopback range, which webhooks may not reach",
