@@ -25,6 +25,7 @@
 
 #include <curl/curl.h>
 #include <jansson.h>
+#include <openssl/crypto.h>
 #include <openssl/rand.h>
 
 #include "webhooks_internal.h"
@@ -37,12 +38,28 @@
 #define POLL_MAX_MS       1000
 #define RETRY_AFTER_MAX_S 3600
 /* A webhook failing this long without one success is deactivated (§6). */
-#define FAILING_LIMIT_US (5LL * 24 * 3600 * 1000000)
+#define FAILING_LIMIT_US   (5LL * 24 * 3600 * 1000000)
+#define TOKEN_RESPONSE_MAX 16384
+#define TOKEN_MAX          8192
+/* A cached token is dropped this long before it expires, so it does not run
+ * out between the check and the receiver reading it. */
+#define TOKEN_EARLY_S 30
 
 static const uint32_t default_delays[] = {5, 300, 1800, 7200, 18000, 36000, 36000};
 
 typedef struct transfer transfer_t;
 typedef struct job job_t;
+
+/* An OAuth access token cached per webhook. Fetched once at a time; while a
+ * fetch runs, that webhook's deliveries wait. */
+typedef struct token {
+    char guid[STORAGE_GUID_LEN + 1];
+    char *source;       /* oauth_url and client_id: when they change, so must the token */
+    char *access_token; /* NULL: none cached */
+    int64_t expires_us;
+    bool fetching;
+    char error[ERROR_KEEP + 1]; /* the last fetch failed: reported once to each due delivery */
+} token_t;
 
 typedef struct endpoint {
     char host[HOST_MAX];
@@ -89,6 +106,8 @@ struct webhook_dispatcher {
     size_t n_endpoints, cap_endpoints;
     hook_t *hooks;
     size_t n_hooks, cap_hooks;
+    token_t **tokens;
+    size_t n_tokens, cap_tokens;
     uint64_t rng;
     bool rescan;
     int64_t next_pass_us;
@@ -108,6 +127,10 @@ struct transfer {
     size_t response_len;
     char curl_error[CURL_ERROR_SIZE];
     char blocked[ERROR_KEEP + 1];
+    token_t *token;   /* set on a token fetch, which is not a delivery */
+    char *token_body; /* a token fetch's response, up to TOKEN_RESPONSE_MAX */
+    size_t token_body_len;
+    bool with_token; /* a delivery sent with a Bearer token */
 };
 
 typedef enum hook_update {
@@ -200,12 +223,16 @@ static endpoint_t *endpoint_get(webhook_dispatcher_t *d, const char *host)
  * small as the set of hosts currently being talked to. */
 static void endpoint_release(webhook_dispatcher_t *d, const char *host)
 {
-    endpoint_t *ep = endpoint_get(d, host);
-
-    if (ep->in_flight > 0)
-        ep->in_flight--;
-    if (ep->in_flight == 0)
-        *ep = d->endpoints[--d->n_endpoints];
+    for (size_t i = 0; i < d->n_endpoints; i++) {
+        endpoint_t *ep = &d->endpoints[i];
+        if (strcmp(ep->host, host) != 0)
+            continue;
+        if (ep->in_flight > 0)
+            ep->in_flight--;
+        if (ep->in_flight == 0)
+            *ep = d->endpoints[--d->n_endpoints];
+        return;
+    }
 }
 
 /* xorshift64*: jitter needs spread, not secrecy. */
@@ -514,23 +541,26 @@ static void finish_attempt(webhook_dispatcher_t *d, const storage_delivery_t *dl
         j->update = HOOK_FAILURE;
     }
 
+    char got[32];
+    if (r->status > 0)
+        snprintf(got, sizeof got, "HTTP %ld", r->status);
+    else
+        snprintf(got, sizeof got, "no response");
     if (ok)
         LOG(d, WEBHOOK_LOG_INFO,
-            "webhook %s delivery %" PRIu64 " attempt %" PRIu32 ": HTTP %ld in %" PRIu32
-            " ms, delivered",
-            dl->webhook_guid, dl->id, n, r->status, duration_ms);
+            "webhook %s delivery %" PRIu64 " attempt %" PRIu32 ": %s in %" PRIu32 " ms, delivered",
+            dl->webhook_guid, dl->id, n, got, duration_ms);
     else if (j->attempt.outcome == STORAGE_OUTCOME_RETRY)
         LOG(d, WEBHOOK_LOG_WARN,
-            "webhook %s delivery %" PRIu64 " attempt %" PRIu32 ": HTTP %ld in %" PRIu32
+            "webhook %s delivery %" PRIu64 " attempt %" PRIu32 ": %s in %" PRIu32
             " ms, %s; next attempt in %" PRId64 " s",
-            dl->webhook_guid, dl->id, n, r->status, duration_ms, j->error,
-            (delay_us + 500000) / 1000000);
+            dl->webhook_guid, dl->id, n, got, duration_ms, j->error, (delay_us + 500000) / 1000000);
     else
         LOG(d, WEBHOOK_LOG_WARN,
-            "webhook %s delivery %" PRIu64 " attempt %" PRIu32 ": HTTP %ld in %" PRIu32
-            " ms, %s; no attempt left, marked failed%s",
-            dl->webhook_guid, dl->id, n, r->status, duration_ms, j->error,
-            j->update == HOOK_DEACTIVATE ? " and the webhook deactivated" : "");
+            "webhook %s delivery %" PRIu64 " attempt %" PRIu32 ": %s in %" PRIu32
+            " ms, %s; delivery marked failed%s",
+            dl->webhook_guid, dl->id, n, got, duration_ms, j->error,
+            j->update == HOOK_DEACTIVATE ? " and the webhook deactivated" : ", no attempt left");
     job_submit(d, j);
 }
 
@@ -551,6 +581,14 @@ static size_t on_response_body(char *ptr, size_t size, size_t nmemb, void *userd
 {
     transfer_t *t = userdata;
     size_t n = size * nmemb;
+
+    if (t->token != NULL) {
+        size_t room = TOKEN_RESPONSE_MAX - t->token_body_len;
+        size_t take = n < room ? n : room;
+        memcpy(t->token_body + t->token_body_len, ptr, take);
+        t->token_body_len += take;
+        return n;
+    }
     size_t room = sizeof t->response - t->response_len;
     size_t take = n < room ? n : room;
 
@@ -582,6 +620,9 @@ static void transfer_free(transfer_t *t)
         curl_easy_cleanup(t->easy);
     curl_slist_free_all(t->headers);
     free(t->body);
+    if (t->token_body != NULL)
+        OPENSSL_cleanse(t->token_body, TOKEN_RESPONSE_MAX + 1);
+    free(t->token_body);
     free(t);
 }
 
@@ -607,6 +648,25 @@ static struct curl_slist *add_header(struct curl_slist *list, const char *name, 
     next = curl_slist_append(list, line);
     if (next == NULL)
         abort(); /* curl_slist_append fails only on allocation */
+    return next;
+}
+
+/* A header holding a credential: any length, and wiped once curl has its
+ * own copy. */
+static struct curl_slist *add_secret_header(struct curl_slist *list, const char *prefix,
+                                            const char *value)
+{
+    size_t plen = strlen(prefix), vlen = strlen(value);
+    char *line = webhook__malloc(plen + vlen + 1);
+    struct curl_slist *next;
+
+    memcpy(line, prefix, plen);
+    memcpy(line + plen, value, vlen + 1);
+    next = curl_slist_append(list, line);
+    OPENSSL_cleanse(line, plen + vlen);
+    free(line);
+    if (next == NULL)
+        abort();
     return next;
 }
 
@@ -660,7 +720,7 @@ static void set_easy_options(webhook_dispatcher_t *d, transfer_t *t, const char 
 /* Builds and starts one attempt. Problems found before sending (no secret, a
  * URL the rules refuse) count as failed attempts, retried like any other. */
 static void start_attempt(webhook_dispatcher_t *d, storage_txn_t *txn, const storage_delivery_t *dl,
-                          const hook_t *h)
+                          const hook_t *h, const char *bearer)
 {
     const webhook_t *w = &h->w;
     storage_engagement_t e;
@@ -696,14 +756,6 @@ static void start_attempt(webhook_dispatcher_t *d, storage_txn_t *txn, const sto
         finish_attempt(d, dl, &fail);
         goto out;
     }
-    if (w->oauth_url != NULL) {
-        /* TODO: OAuth 2.0 client credentials (DESIGN.md §6): fetch and cache
-         * a token from oauth_url, send it as a Bearer token. Until then such
-         * a webhook cannot be delivered to, which §6 counts as a failure. */
-        fail.error = "OAuth client credentials are not supported yet";
-        finish_attempt(d, dl, &fail);
-        goto out;
-    }
     if (w->fetch_tags && storage_link_get(txn, e.code, strlen(e.code), &link) == STORAGE_OK) {
         tags = link.tags.ptr;
         tags_len = link.tags.len;
@@ -733,6 +785,10 @@ static void start_attempt(webhook_dispatcher_t *d, storage_txn_t *txn, const sto
     t->headers = add_header(t->headers, "webhook-id", msg_id);
     t->headers = add_header(t->headers, "webhook-timestamp", ts);
     t->headers = add_header(t->headers, "webhook-signature", sig);
+    if (bearer != NULL) {
+        t->headers = add_secret_header(t->headers, "authorization: Bearer ", bearer);
+        t->with_token = true;
+    }
     /* No 100-continue round trip for bodies over 1 KiB. */
     t->headers = curl_slist_append(t->headers, "Expect:");
     if (t->headers == NULL)
@@ -765,6 +821,9 @@ out:
 }
 
 /* Sorts out a finished transfer: frees it and queues its outcome. */
+static void complete_token_fetch(webhook_dispatcher_t *d, transfer_t *t, CURLcode result);
+static void token_forget(webhook_dispatcher_t *d, const char *guid);
+
 static void complete_transfer(webhook_dispatcher_t *d, transfer_t *t, CURLcode result)
 {
     attempt_result_t r = {.start_us = t->start_us};
@@ -772,8 +831,18 @@ static void complete_transfer(webhook_dispatcher_t *d, transfer_t *t, CURLcode r
     long status = 0;
     curl_off_t retry_after = 0;
 
+    if (t->token != NULL) {
+        complete_token_fetch(d, t, result);
+        transfer_unlink(d, t);
+        transfer_free(t);
+        d->rescan = true;
+        return;
+    }
     curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
     curl_easy_getinfo(t->easy, CURLINFO_RETRY_AFTER, &retry_after);
+    /* The receiver refused our token: the next attempt fetches a new one. */
+    if (status == 401 && t->with_token)
+        token_forget(d, t->delivery.webhook_guid);
     r.status = status;
     r.retry_after_s = (int64_t)retry_after;
     r.response = t->response;
@@ -814,6 +883,171 @@ static void read_multi_messages(webhook_dispatcher_t *d)
     }
 }
 
+/* ---- OAuth 2.0 client credentials ---- */
+
+static void token_drop_cached(token_t *tk)
+{
+    if (tk->access_token != NULL) {
+        OPENSSL_cleanse(tk->access_token, strlen(tk->access_token));
+        free(tk->access_token);
+        tk->access_token = NULL;
+    }
+    tk->expires_us = 0;
+}
+
+static void token_free(token_t *tk)
+{
+    if (tk == NULL)
+        return;
+    token_drop_cached(tk);
+    free(tk->source);
+    free(tk);
+}
+
+static void token_forget(webhook_dispatcher_t *d, const char *guid)
+{
+    for (size_t i = 0; i < d->n_tokens; i++) {
+        if (strcmp(d->tokens[i]->guid, guid) == 0)
+            token_drop_cached(d->tokens[i]);
+    }
+}
+
+/* The webhook's cache entry. A token is tied to the URL and client id it was
+ * fetched with; after an edit of either, it is not used again. */
+static token_t *token_for(webhook_dispatcher_t *d, const webhook_t *w)
+{
+    const char *id = w->client_id ? w->client_id : "";
+    size_t len = strlen(w->oauth_url) + 1 + strlen(id) + 1;
+    char *source = webhook__malloc(len);
+    token_t *tk = NULL;
+
+    snprintf(source, len, "%s\n%s", w->oauth_url, id);
+    for (size_t i = 0; i < d->n_tokens; i++) {
+        if (strcmp(d->tokens[i]->guid, w->guid) == 0)
+            tk = d->tokens[i];
+    }
+    if (tk == NULL) {
+        if (d->n_tokens == d->cap_tokens) {
+            d->cap_tokens = d->cap_tokens ? d->cap_tokens * 2 : 8;
+            d->tokens = webhook__realloc(d->tokens, d->cap_tokens * sizeof *d->tokens);
+        }
+        tk = webhook__calloc(1, sizeof *tk);
+        snprintf(tk->guid, sizeof tk->guid, "%s", w->guid);
+        d->tokens[d->n_tokens++] = tk;
+    }
+    if (tk->source == NULL || strcmp(tk->source, source) != 0) {
+        token_drop_cached(tk);
+        free(tk->source);
+        tk->source = source;
+        source = NULL;
+    }
+    free(source);
+    return tk;
+}
+
+static void start_token_fetch(webhook_dispatcher_t *d, token_t *tk, const webhook_t *w)
+{
+    transfer_t *t;
+    char err[ERROR_KEEP + 1];
+
+    /* The token URL obeys the same rules as the webhook's own. */
+    if (webhook_url_check(w->oauth_url, &d->opts.policy, err, sizeof err) != 0) {
+        snprintf(tk->error, sizeof tk->error, "%s", err);
+        d->rescan = true;
+        return;
+    }
+
+    t = webhook__calloc(1, sizeof *t);
+    t->d = d;
+    t->token = tk;
+    t->token_body = webhook__malloc(TOKEN_RESPONSE_MAX + 1);
+    snprintf(t->delivery.webhook_guid, sizeof t->delivery.webhook_guid, "%s", w->guid);
+    t->body = webhook__strdup("grant_type=client_credentials");
+    t->headers = add_header(t->headers, "content-type", "application/x-www-form-urlencoded");
+    t->headers = add_header(t->headers, "accept", "application/json");
+    t->headers = add_header(t->headers, "user-agent", "shortlinkd/0.1");
+    t->easy = curl_easy_init();
+    if (t->easy == NULL)
+        abort();
+    set_easy_options(d, t, w->oauth_url);
+    /* Client id and secret as HTTP Basic, as RFC 6749 §2.3.1 asks. */
+    curl_easy_setopt(t->easy, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
+    curl_easy_setopt(t->easy, CURLOPT_USERNAME, w->client_id ? w->client_id : "");
+    curl_easy_setopt(t->easy, CURLOPT_PASSWORD, w->client_secret ? w->client_secret : "");
+    t->start_us = webhook__now_us();
+    if (curl_multi_add_handle(d->multi, t->easy) != CURLM_OK) {
+        snprintf(tk->error, sizeof tk->error, "could not start the token request");
+        transfer_free(t);
+        d->rescan = true;
+        return;
+    }
+    t->next = d->transfers;
+    if (d->transfers != NULL)
+        d->transfers->prev = t;
+    d->transfers = t;
+    d->n_transfers++;
+    tk->fetching = true;
+}
+
+/* Reads {"access_token": ..., "expires_in": ...}; true when a usable token
+ * came back. A token with a CR or LF would break the header it goes in. */
+static bool parse_token(token_t *tk, const char *body, size_t len, int64_t now_us, char *why,
+                        size_t whylen)
+{
+    json_t *root = json_loadb(body, len, 0, NULL);
+    json_t *tok = json_object_get(root, "access_token");
+    json_t *exp = json_object_get(root, "expires_in");
+    json_t *type = json_object_get(root, "token_type");
+    bool ok = false;
+
+    if (!json_is_string(tok) || json_string_length(tok) == 0 ||
+        json_string_length(tok) > TOKEN_MAX || strpbrk(json_string_value(tok), "\r\n") != NULL) {
+        snprintf(why, whylen, "the token response holds no usable access_token");
+        goto out;
+    }
+    if (json_is_string(type) && strcasecmp(json_string_value(type), "bearer") != 0) {
+        snprintf(why, whylen, "the token type is not Bearer");
+        goto out;
+    }
+    /* Without expires_in the token is kept for an hour; a short-lived one is
+     * kept for half its life. */
+    int64_t life = json_is_integer(exp) ? (int64_t)json_integer_value(exp) : 3600;
+    life = life > 2 * TOKEN_EARLY_S ? life - TOKEN_EARLY_S : life / 2;
+    token_drop_cached(tk);
+    tk->access_token = webhook__strdup(json_string_value(tok));
+    tk->expires_us = now_us + life * 1000000;
+    ok = true;
+
+out:
+    json_decref(root);
+    return ok;
+}
+
+static void complete_token_fetch(webhook_dispatcher_t *d, transfer_t *t, CURLcode result)
+{
+    token_t *tk = t->token;
+    long status = 0;
+    char why[ERROR_KEEP + 1] = "";
+
+    tk->fetching = false;
+    curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
+    if (t->blocked[0] != '\0')
+        snprintf(why, sizeof why, "%s", t->blocked);
+    else if (result != CURLE_OK)
+        snprintf(why, sizeof why, "%s",
+                 t->curl_error[0] ? t->curl_error : curl_easy_strerror(result));
+    else if (status < 200 || status >= 300)
+        snprintf(why, sizeof why, "the token endpoint answered HTTP %ld", status);
+    else if (parse_token(tk, t->token_body, t->token_body_len, webhook__now_us(), why,
+                         sizeof why)) {
+        LOG(d, WEBHOOK_LOG_INFO, "webhook %s: OAuth token fetched, cached for %" PRId64 " s",
+            tk->guid, (tk->expires_us - webhook__now_us()) / 1000000);
+        return;
+    }
+    snprintf(tk->error, sizeof tk->error, "%s", why);
+    LOG(d, WEBHOOK_LOG_WARN, "webhook %s: OAuth token request failed: %s", tk->guid, why);
+}
+
 /* ---- send passes ---- */
 
 typedef struct pass {
@@ -848,7 +1082,25 @@ static int on_due(void *ctx, const storage_delivery_t *dl)
         return 0;
     if (d->n_transfers >= d->opts.max_in_flight)
         return 1;
-    start_attempt(d, p->txn, dl, h);
+
+    const char *bearer = NULL;
+    if (h->w.oauth_url != NULL) {
+        token_t *tk = token_for(d, &h->w);
+        if (tk->error[0] != '\0') {
+            char why[ERROR_KEEP + 16];
+            snprintf(why, sizeof why, "OAuth token: %s", tk->error);
+            attempt_result_t r = {.start_us = p->now_us, .error = why};
+            finish_attempt(d, dl, &r);
+            return 0;
+        }
+        if (tk->access_token == NULL || tk->expires_us <= p->now_us) {
+            if (!tk->fetching)
+                start_token_fetch(d, tk, &h->w);
+            return 0; /* waits for the token; its arrival starts a new pass */
+        }
+        bearer = tk->access_token;
+    }
+    start_attempt(d, p->txn, dl, h, bearer);
     return 0;
 }
 
@@ -893,6 +1145,10 @@ static void send_pass(webhook_dispatcher_t *d)
         d->next_pass_us = p.next_due_us;
 
 out:
+    /* A failed token fetch has now been reported to every delivery that was
+     * waiting for it; the next due one tries a new fetch. */
+    for (size_t i = 0; i < d->n_tokens; i++)
+        d->tokens[i]->error[0] = '\0';
     hooks_clear(d);
     storage_reader_end(d->reader);
 }
@@ -1055,6 +1311,8 @@ static void abort_transfers(webhook_dispatcher_t *d)
         LOG(d, WEBHOOK_LOG_WARN,
             "webhook %s delivery %" PRIu64 ": attempt cut short by shutdown; it stays due",
             t->delivery.webhook_guid, t->delivery.id);
+        if (t->token != NULL)
+            t->token->fetching = false;
         transfer_unlink(d, t);
         busy_remove(d, t->delivery.id);
         transfer_free(t);
@@ -1143,6 +1401,9 @@ static void dispatcher_free(webhook_dispatcher_t *d)
         curl_multi_cleanup(d->multi);
     hooks_clear(d);
     free(d->hooks);
+    for (size_t i = 0; i < d->n_tokens; i++)
+        token_free(d->tokens[i]);
+    free(d->tokens);
     free(d->busy);
     free(d->endpoints);
     free(d->delays);

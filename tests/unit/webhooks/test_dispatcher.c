@@ -44,6 +44,7 @@ typedef struct request {
     char id[128];
     char timestamp[32];
     char signature[256];
+    char authorization[512];
     char *body;
     size_t body_len;
     time_t received;
@@ -60,6 +61,11 @@ typedef struct receiver {
     const int *script; /* status per request; the last repeats */
     size_t n_script;
     char location[256]; /* sent with 3xx answers */
+    /* POSTs to /token are OAuth token requests, answered apart. */
+    int token_status; /* 0: 200 */
+    size_t n_token_reqs;
+    char token_auth[512];
+    char token_body[256];
 } receiver_t;
 
 static void header_value(const char *head, const char *name, char *out, size_t outlen)
@@ -114,6 +120,26 @@ static void serve_one(receiver_t *rv, int c)
     }
     buf[len] = '\0';
 
+    char path[256] = "";
+    sscanf(buf, "%*s %255s", path);
+    if (strcmp(path, "/token") == 0) {
+        static const char token_json[] =
+            "{\"access_token\":\"tok-123\",\"token_type\":\"Bearer\",\"expires_in\":3600}";
+        char resp[512];
+        pthread_mutex_lock(&rv->lock);
+        int st = rv->token_status ? rv->token_status : 200;
+        rv->n_token_reqs++;
+        header_value(buf, "authorization", rv->token_auth, sizeof rv->token_auth);
+        snprintf(rv->token_body, sizeof rv->token_body, "%.*s", (int)body_len, buf + head_len);
+        pthread_mutex_unlock(&rv->lock);
+        int n = snprintf(resp, sizeof resp,
+                         "HTTP/1.1 %d T\r\nContent-Type: application/json\r\nContent-Length: "
+                         "%zu\r\nConnection: close\r\n\r\n%s",
+                         st, strlen(token_json), token_json);
+        send(c, resp, (size_t)n, MSG_NOSIGNAL);
+        return;
+    }
+
     pthread_mutex_lock(&rv->lock);
     size_t idx = rv->n_reqs;
     int status = rv->script[idx < rv->n_script ? idx : rv->n_script - 1];
@@ -123,6 +149,7 @@ static void serve_one(receiver_t *rv, int c)
         header_value(buf, "webhook-id", r->id, sizeof r->id);
         header_value(buf, "webhook-timestamp", r->timestamp, sizeof r->timestamp);
         header_value(buf, "webhook-signature", r->signature, sizeof r->signature);
+        header_value(buf, "authorization", r->authorization, sizeof r->authorization);
         r->body = malloc(body_len + 1);
         memcpy(r->body, buf + head_len, body_len);
         r->body[body_len] = '\0';
@@ -333,7 +360,8 @@ static int put_job(storage_txn_t *txn, void *arg)
     return storage_record_put(txn, p->db, p->key, strlen(p->key), p->val, strlen(p->val), 0);
 }
 
-static void put_webhook(fixture_t *f, const char *host_and_port_url, bool include_bots)
+static void put_webhook_oauth(fixture_t *f, const char *url, bool include_bots,
+                              const char *oauth_url)
 {
     webhook_t w;
     char *groups[] = {GROUP_GUID};
@@ -342,7 +370,7 @@ static void put_webhook(fixture_t *f, const char *host_and_port_url, bool includ
     snprintf(w.guid, sizeof w.guid, "%s", HOOK_GUID);
     snprintf(w.organization_guid, sizeof w.organization_guid, "%s", "Oo1abcdefgh");
     w.name = "test";
-    w.url = (char *)host_and_port_url;
+    w.url = (char *)url;
     w.event = "engagement";
     w.group_guids = groups;
     w.n_groups = 1;
@@ -350,11 +378,19 @@ static void put_webhook(fixture_t *f, const char *host_and_port_url, bool includ
     w.include_bots = include_bots;
     w.signing_secret = SECRET;
     w.created_us = 1;
+    w.oauth_url = (char *)oauth_url;
+    w.client_id = "cid";
+    w.client_secret = "c:secret";
 
     char *json = webhook_encode(&w);
     put_arg_t p = {.key = HOOK_GUID, .val = json, .db = STORAGE_DB_WEBHOOKS};
     assert_int_equal(storage_run(f->storage, put_job, &p), STORAGE_OK);
     free(json);
+}
+
+static void put_webhook(fixture_t *f, const char *url, bool include_bots)
+{
+    put_webhook_oauth(f, url, include_bots, NULL);
 }
 
 static void put_link(fixture_t *f, const char *code, const char *group, const char *long_url)
@@ -714,6 +750,60 @@ static void webhook_dispatcher_410_deactivates(void **state)
     fixture_done(&f);
 }
 
+static void webhook_dispatcher_oauth_token_cached_and_sent(void **state)
+{
+    static const int script[] = {200};
+    fixture_t f;
+    char url[128], token_url[128];
+    seen_t s;
+
+    fixture_init(&f, script, 1, (const uint32_t[]){1}, 1, true);
+    hook_url(&f, url, sizeof url, "127.0.0.1");
+    snprintf(token_url, sizeof token_url, "http://127.0.0.1:%u/token", (unsigned)f.rv.port);
+    put_webhook_oauth(&f, url, false, token_url);
+    put_link(&f, "abc", GROUP_GUID, "https://example.com/");
+    dispatcher_up(&f);
+    push_click(&f, "abc", false, NULL);
+    push_click(&f, "abc", false, NULL);
+
+    assert_true(wait_for_requests(&f.rv, 2, 10000));
+    wait_for_attempts(&f, 2, &s);
+    /* One token for both deliveries, fetched with HTTP Basic: base64 of
+     * "cid:c:secret". */
+    assert_int_equal(f.rv.n_token_reqs, 1);
+    assert_string_equal(f.rv.token_auth, "Basic Y2lkOmM6c2VjcmV0");
+    assert_string_equal(f.rv.token_body, "grant_type=client_credentials");
+    assert_string_equal(f.rv.reqs[0].authorization, "Bearer tok-123");
+    assert_string_equal(f.rv.reqs[1].authorization, "Bearer tok-123");
+    assert_int_equal(s.attempts[0].outcome, STORAGE_OUTCOME_DELIVERED);
+    assert_int_equal(s.attempts[1].outcome, STORAGE_OUTCOME_DELIVERED);
+    fixture_done(&f);
+}
+
+static void webhook_dispatcher_oauth_failure_is_a_failed_attempt(void **state)
+{
+    static const int script[] = {200};
+    fixture_t f;
+    char url[128], token_url[128];
+    seen_t s;
+
+    fixture_init(&f, script, 1, NULL, 0, true);
+    f.rv.token_status = 500;
+    hook_url(&f, url, sizeof url, "127.0.0.1");
+    snprintf(token_url, sizeof token_url, "http://127.0.0.1:%u/token", (unsigned)f.rv.port);
+    put_webhook_oauth(&f, url, false, token_url);
+    put_link(&f, "abc", GROUP_GUID, "https://example.com/");
+    dispatcher_up(&f);
+    push_click(&f, "abc", false, NULL);
+
+    wait_for_attempts(&f, 1, &s);
+    assert_int_equal(receiver_count(&f.rv), 0);
+    assert_int_equal(s.attempts[0].outcome, STORAGE_OUTCOME_FAILED);
+    assert_non_null(strstr(s.errors[0], "OAuth token"));
+    assert_non_null(strstr(s.errors[0], "500"));
+    fixture_done(&f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -724,6 +814,8 @@ int main(void)
         cmocka_unit_test(webhook_dispatcher_resumes_after_restart),
         cmocka_unit_test(webhook_dispatcher_refuses_blocked_address_at_connect),
         cmocka_unit_test(webhook_dispatcher_410_deactivates),
+        cmocka_unit_test(webhook_dispatcher_oauth_token_cached_and_sent),
+        cmocka_unit_test(webhook_dispatcher_oauth_failure_is_a_failed_attempt),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
