@@ -756,6 +756,9 @@ static void start_attempt(webhook_dispatcher_t *d, storage_txn_t *txn, const sto
         finish_attempt(d, dl, &fail);
         goto out;
     }
+    /* TODO: tags are read from the link at each attempt, so editing a link's
+     * tags (or the webhook's fetch_tags, or the public URL) between attempts
+     * changes the body of a retry; storing the body at fan-out would not. */
     if (w->fetch_tags && storage_link_get(txn, e.code, strlen(e.code), &link) == STORAGE_OK) {
         tags = link.tags.ptr;
         tags_len = link.tags.len;
@@ -1135,6 +1138,9 @@ static void send_pass(webhook_dispatcher_t *d)
         LOG(d, WEBHOOK_LOG_WARN, "dispatcher: reading webhooks: %s", storage_strerror());
         goto out;
     }
+    /* TODO: each pass walks every due delivery, including those held back by
+     * a full endpoint; per-endpoint queues would make a large backlog for
+     * one dead endpoint cheap to skip. */
     rc = storage_delivery_scan_due(p.txn, (uint64_t)p.now_us, on_due, &p);
     if (rc != STORAGE_OK && rc != 1)
         LOG(d, WEBHOOK_LOG_WARN, "dispatcher: reading due deliveries: %s", storage_strerror());
