@@ -334,6 +334,58 @@ static parse_url_error_t normalise_host(const char *host, char *out, size_t outl
     return n > 0 && strcmp(out, ".") != 0 ? PARSE_URL_OK : PARSE_URL_BAD_HOST;
 }
 
+/* Parses "http://<host>/" and normalises the host libcurl reads from it. */
+static parse_url_error_t reparse_host(const char *host, char *out, size_t outlen)
+{
+    char url[HOST_MAX + 16];
+    writer_t w = {url, 0, sizeof(url) - 1, true};
+    parse_url_error_t e = PARSE_URL_BAD_HOST;
+    CURLU *u = curl_url();
+    char *part = NULL;
+    CURLUcode rc;
+
+    if (u == NULL)
+        abort();
+    put(&w, "http://", 7);
+    put(&w, host, strlen(host));
+    put(&w, "/", 1);
+    if (!w.ok)
+        goto out;
+    url[w.len] = '\0';
+
+    rc = curl_url_set(u, CURLUPART_URL, url, 0);
+    if (rc == CURLUE_OK)
+        rc = curl_url_get(u, CURLUPART_HOST, &part, 0);
+    e = rc == CURLUE_OK ? normalise_host(part, out, outlen) : from_curl_error(rc);
+
+out:
+    curl_free(part);
+    curl_url_cleanup(u);
+    return e;
+}
+
+/* Normalising a host can yield a host that normalises further: libcurl
+ * decodes "%32130706433" after it has read numeric IPv4 forms, and IDNA maps
+ * full-width digits to ASCII ones. Browsers read the end result, so we store
+ * it, and what we store parses to itself. */
+static parse_url_error_t settle_host(char *host, size_t hostlen)
+{
+    char next[HOST_MAX + 1];
+
+    for (int round = 0; round < 3; round++) {
+        parse_url_error_t e = reparse_host(host, next, sizeof(next));
+
+        if (e != PARSE_URL_OK)
+            return e;
+        if (strcmp(next, host) == 0)
+            return PARSE_URL_OK;
+        if (strlen(next) >= hostlen)
+            return PARSE_URL_BAD_HOST;
+        memcpy(host, next, strlen(next) + 1);
+    }
+    return PARSE_URL_BAD_HOST;
+}
+
 /* Host names compare case-insensitively and with or without the final dot of
  * a fully qualified name, which resolves the same. */
 static bool same_host(const char *a, size_t alen, const char *b, size_t blen)
@@ -448,6 +500,8 @@ static parse_url_error_t check_with_curl(const char *candidate, bool https, char
         goto out;
     }
     e = normalise_host(part, host, hostlen);
+    if (e == PARSE_URL_OK)
+        e = settle_host(host, hostlen);
 
 out:
     curl_free(part);
@@ -711,74 +765,97 @@ static const char *const bot_tokens[] = {
     "preview",
 };
 
+/* The scanned prefix of a User-Agent, lowered once so that every token is a
+ * plain memmem. On the stack: classification runs per click and allocates
+ * nothing. */
+typedef struct ua_text {
+    char low[UA_SCAN_MAX];
+    size_t len;
+} ua_text_t;
+
+/* Tokens are written as the agents spell them; they are lowered here. */
+static bool ua_has(const ua_text_t *t, const char *token)
+{
+    char low[32];
+    size_t n = strlen(token);
+
+    if (n > sizeof(low))
+        abort(); /* a token in this file is too long: our mistake */
+    for (size_t i = 0; i < n; i++)
+        low[i] = ascii_lower(token[i]);
+    return memmem(t->low, t->len, low, n) != NULL;
+}
+
+static bool ua_has_any(const ua_text_t *t, const char *const *tokens, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (ua_has(t, tokens[i]))
+            return true;
+    }
+    return false;
+}
+
+#define UA_HAS_ANY(t, ...)                                                                         \
+    ua_has_any((t), (const char *const[]){__VA_ARGS__},                                            \
+               sizeof((const char *const[]){__VA_ARGS__}) / sizeof(const char *))
+
 /* The generic rule: a word ending in "bot" ("AhrefsBot", "GPTBot/1.0",
  * "MJ12bot;"). The word must end there, so "Botanic" is no bot, and the phone
  * brand Cubot ("Android 9; CUBOT X19") is named as the exception it is. */
-static bool has_bot_word(const char *ua, size_t len)
+static bool has_bot_word(const ua_text_t *t)
 {
-    size_t pos = 0;
-    long at;
+    const char *p = t->low;
+    const char *end = t->low + t->len;
+    const char *hit;
 
-    while ((at = find_ci(ua + pos, len - pos, "bot")) >= 0) {
-        size_t end = pos + (size_t)at + 3;
-        size_t start = pos + (size_t)at;
+    while ((hit = memmem(p, (size_t)(end - p), "bot", 3)) != NULL) {
+        const char *word = hit;
 
-        pos = pos + (size_t)at + 1;
-        if (end < len && is_alpha((unsigned char)ua[end]))
+        p = hit + 1;
+        if (hit + 3 < end && is_alpha((unsigned char)hit[3]))
             continue;
-        while (start > 0 &&
-               (is_alpha((unsigned char)ua[start - 1]) || is_digit((unsigned char)ua[start - 1])))
-            start--;
-        if (end - start == 5 && ieq(ua + start, "cubot", 5))
+        while (word > t->low &&
+               (is_alpha((unsigned char)word[-1]) || is_digit((unsigned char)word[-1])))
+            word--;
+        if (hit + 3 - word == 5 && memcmp(word, "cubot", 5) == 0)
             continue;
         return true;
     }
     return false;
 }
 
-static bool has_any(const char *ua, size_t len, const char *const *tokens, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        if (find_ci(ua, len, tokens[i]) >= 0)
-            return true;
-    }
-    return false;
-}
-
-#define HAS_ANY(ua, len, ...)                                                                      \
-    has_any((ua), (len), (const char *const[]){__VA_ARGS__},                                       \
-            sizeof((const char *const[]){__VA_ARGS__}) / sizeof(const char *))
-
 /* A missing or empty User-Agent is classed as a bot: every browser sends one,
  * and what does not is a script or a probe, which should not count as a click. */
 parse_device_t parse_user_agent(const char *ua, size_t len)
 {
+    ua_text_t t;
+
     if (ua == NULL || len == 0)
         return PARSE_DEVICE_BOT;
-    if (len > UA_SCAN_MAX)
-        len = UA_SCAN_MAX;
+    t.len = len < UA_SCAN_MAX ? len : UA_SCAN_MAX;
+    for (size_t i = 0; i < t.len; i++)
+        t.low[i] = ascii_lower(ua[i]);
 
-    if (has_any(ua, len, bot_tokens, sizeof(bot_tokens) / sizeof(bot_tokens[0])) ||
-        has_bot_word(ua, len))
+    if (ua_has_any(&t, bot_tokens, sizeof(bot_tokens) / sizeof(bot_tokens[0])) || has_bot_word(&t))
         return PARSE_DEVICE_BOT;
 
     /* Order matters: Windows Phone agents also claim Android, Android tablets
      * differ from phones only by the missing "Mobile", and Windows laptops with
      * touch screens say "Tablet PC". iPads since iPadOS 13 claim to be a
      * Macintosh and count as desktops; nothing in the header tells them apart. */
-    if (HAS_ANY(ua, len, "Windows Phone", "IEMobile"))
+    if (UA_HAS_ANY(&t, "Windows Phone", "IEMobile"))
         return PARSE_DEVICE_MOBILE;
-    if (HAS_ANY(ua, len, "iPad", "Kindle", "Silk/", "PlayBook"))
+    if (UA_HAS_ANY(&t, "iPad", "Kindle", "Silk/", "PlayBook"))
         return PARSE_DEVICE_TABLET;
-    if (find_ci(ua, len, "Tablet") >= 0 && find_ci(ua, len, "Tablet PC") < 0)
+    if (ua_has(&t, "Tablet") && !ua_has(&t, "Tablet PC"))
         return PARSE_DEVICE_TABLET;
-    if (HAS_ANY(ua, len, "iPhone", "iPod"))
+    if (UA_HAS_ANY(&t, "iPhone", "iPod"))
         return PARSE_DEVICE_MOBILE;
-    if (find_ci(ua, len, "Android") >= 0)
-        return find_ci(ua, len, "Mobile") >= 0 ? PARSE_DEVICE_MOBILE : PARSE_DEVICE_TABLET;
-    if (HAS_ANY(ua, len, "Mobile", "Opera Mini", "BlackBerry", "BB10"))
+    if (ua_has(&t, "Android"))
+        return ua_has(&t, "Mobile") ? PARSE_DEVICE_MOBILE : PARSE_DEVICE_TABLET;
+    if (UA_HAS_ANY(&t, "Mobile", "Opera Mini", "BlackBerry", "BB10"))
         return PARSE_DEVICE_MOBILE;
-    if (HAS_ANY(ua, len, "Windows NT", "Macintosh", "X11", "Linux", "CrOS"))
+    if (UA_HAS_ANY(&t, "Windows NT", "Macintosh", "X11", "Linux", "CrOS"))
         return PARSE_DEVICE_DESKTOP;
     return PARSE_DEVICE_OTHER;
 }
