@@ -294,6 +294,8 @@ static parse_url_error_t normalise_host(const char *host, char *out, size_t outl
         needs_idn = needs_idn || (unsigned char)host[i] >= 0x80;
     needs_idn = needs_idn || (host[0] != '[' && find_ci(host, n, "xn--") >= 0);
 
+    /* TODO: names IDNA2008 disallows (emoji domains) are refused, though some
+     * browsers still open them. */
     if (needs_idn) {
         char *ascii = NULL;
         int rc = idn2_lookup_u8((const uint8_t *)host, (uint8_t **)&ascii, IDN2_NONTRANSITIONAL);
@@ -386,6 +388,9 @@ static parse_url_error_t settle_host(char *host, size_t hostlen)
     return PARSE_URL_BAD_HOST;
 }
 
+/* TODO: own_host is compared as configured, in ASCII; an international own
+ * domain must be configured in its punycode form, and other spellings of an IP
+ * literal (e.g. an uncompressed IPv6 address) are not recognised as ours. */
 /* Host names compare case-insensitively and with or without the final dot of
  * a fully qualified name, which resolves the same. */
 static bool same_host(const char *a, size_t alen, const char *b, size_t blen)
@@ -871,6 +876,8 @@ static void put_direct(char *out, size_t outlen)
     out[n] = '\0';
 }
 
+/* TODO: app referrers ("android-app://com.google.android.gm/") count as
+ * direct; their package name could be reported instead. */
 /* Finds the host in an http(s) referrer. Browsers send the referrer already
  * normalised (punycode hosts, no userinfo), so a small scan suffices; anything
  * unusual is reported as "direct" rather than guessed at. The port is left out:
