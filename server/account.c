@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "api.h"
+#include "links.h"
 #include "log.h"
 
 /* ---- records ---- */
@@ -381,6 +382,10 @@ int api_account(api_request_t *r)
             return api_method_not_allowed(r);
         if (r->n_seg == 2)
             return get ? get_one(r, STORAGE_DB_GROUPS, "groups") : api_method_not_allowed(r);
+        if (r->n_seg == 3 && api_seg_is(r, 2, "bitlinks"))
+            return links_group_bitlinks(r);
+        if (r->n_seg == 3 && api_seg_is(r, 2, "tags"))
+            return links_group_tags(r);
     }
     return api_not_found(r, "");
 }
