@@ -3,10 +3,16 @@
  * /referrers, read from the hourly counters the writer keeps with each
  * engagement (bots are never counted there).
  *
- * Buckets: unit is minute, hour, day, week or month; units is how many (-1 for
- * all time); unit_reference (RFC 3339, any offset) is the end of the window, and
- * its offset decides where days begin. Counters are hourly, so minute buckets
- * and offsets that are not whole hours are approximated by the hour they fall in.
+ * Buckets: unit is minute, hour, day, week (from Monday) or month; units is how
+ * many (-1: all since the link was made); unit_reference (RFC 3339, any offset,
+ * default now) falls in the newest bucket, and its offset decides where buckets
+ * begin and how their dates are written. Buckets are whole: the newest one runs
+ * to its natural end, not to unit_reference, so a series and its summary agree.
+ *
+ * Counters are per UTC hour, so an hour's clicks go to the bucket holding the
+ * hour's first second. Buckets that do not start on the hour (minutes, offsets
+ * such as +05:30) are therefore approximate, but every click is counted in
+ * exactly one bucket.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,49 +20,26 @@
 #include <time.h>
 
 #include "api.h"
+#include "query.h"
+
+/* The most buckets one series answers with (units=-1 on an old link, or a
+ * large units with unit=minute). */
+#define MAX_SERIES 1000
 
 typedef enum unit { UNIT_MINUTE, UNIT_HOUR, UNIT_DAY, UNIT_WEEK, UNIT_MONTH } unit_t;
+
+static const char *const unit_names[] = {"minute", "hour", "day", "week", "month"};
 
 typedef struct window {
     unit_t unit;
     long units;    /* -1: all */
-    int64_t end_s; /* exclusive end, Unix seconds */
+    int64_t ref_s; /* unit_reference, Unix seconds */
     int offset_s;  /* offset of unit_reference from UTC */
     long size;     /* facet rows, for countries and referrers */
 } window_t;
 
-/* Query parameter lookup without allocating: value of name in the query. */
-static bool query_param(h2o_req_t *req, const char *name, char *out, size_t outlen)
-{
-    if (req->query_at == SIZE_MAX)
-        return false;
-    const char *q = req->path.base + req->query_at + 1;
-    const char *end = req->path.base + req->path.len;
-    size_t nlen = strlen(name);
-
-    while (q < end) {
-        const char *amp = memchr(q, '&', (size_t)(end - q));
-        const char *stop = amp != NULL ? amp : end;
-        if ((size_t)(stop - q) > nlen && memcmp(q, name, nlen) == 0 && q[nlen] == '=') {
-            size_t n = 0;
-            for (const char *p = q + nlen + 1; p < stop && n + 1 < outlen; p++) {
-                if (*p == '%' && p + 2 < stop) {
-                    char hex[3] = {p[1], p[2], 0};
-                    out[n++] = (char)strtol(hex, NULL, 16);
-                    p += 2;
-                } else {
-                    out[n++] = *p == '+' ? ' ' : *p;
-                }
-            }
-            out[n] = '\0';
-            return true;
-        }
-        q = stop + 1;
-    }
-    return false;
-}
-
-/* Parses RFC 3339 ("2026-01-02T03:04:05Z", "...+05:30", fractions allowed). */
+/* Parses RFC 3339 ("2026-01-02T03:04:05Z", "...+05:30", fractions allowed), and
+ * Bitly's own "+0530" form. */
 static bool parse_rfc3339(const char *s, int64_t *out_s, int *offset_s)
 {
     struct tm tm = {0};
@@ -74,13 +57,13 @@ static bool parse_rfc3339(const char *s, int64_t *out_s, int *offset_s)
         p++;
     } else if (*p == '+' || *p == '-') {
         int sign = *p == '-' ? -1 : 1, hh, mm;
-        if (sscanf(p + 1, "%2d:%2d", &hh, &mm) == 2 && strlen(p) == 6)
+        if (strlen(p) == 6 && p[3] == ':' && sscanf(p + 1, "%2d:%2d", &hh, &mm) == 2)
             p += 6;
-        else if (sscanf(p + 1, "%2d%2d", &hh, &mm) == 2 && strlen(p) == 5)
+        else if (strlen(p) == 5 && sscanf(p + 1, "%2d%2d", &hh, &mm) == 2)
             p += 5;
         else
             return false;
-        if (hh > 23 || mm > 59)
+        if (hh > 23 || mm > 59 || hh < 0 || mm < 0)
             return false;
         off = sign * (hh * 3600 + mm * 60);
     } else {
@@ -93,6 +76,18 @@ static bool parse_rfc3339(const char *s, int64_t *out_s, int *offset_s)
     return true;
 }
 
+/* Bitly's date format, written in the given offset ("...T00:00:00+0530"). */
+static void format_local(int64_t t, int offset_s, char out[32])
+{
+    time_t local = (time_t)(t + offset_s);
+    struct tm tm;
+    int off = offset_s < 0 ? -offset_s : offset_s;
+
+    gmtime_r(&local, &tm);
+    size_t n = strftime(out, 32, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out + n, 32 - n, "%c%02d%02d", offset_s < 0 ? '-' : '+', off / 3600, off % 3600 / 60);
+}
+
 static int bad(h2o_req_t *req, int status, const char *message, const char *description,
                const char *resource, const char *field, const char *error_code)
 {
@@ -101,17 +96,18 @@ static int bad(h2o_req_t *req, int status, const char *message, const char *desc
 }
 
 /* Reads unit, units, unit_reference and size; replies and returns -1 on bad
- * input. */
+ * input. An empty value counts as absent: Bitly's Node client sends unset
+ * options as "unit_reference=". */
 static int read_window(api_request_t *r, window_t *w)
 {
-    static const char *const names[] = {"minute", "hour", "day", "week", "month"};
     char v[64];
+    int rc;
 
-    *w = (window_t){.unit = UNIT_DAY, .units = -1, .end_s = util_now_us() / 1000000, .size = 50};
-    if (query_param(r->req, "unit", v, sizeof(v))) {
+    *w = (window_t){.unit = UNIT_DAY, .units = -1, .ref_s = util_now_us() / 1000000, .size = 50};
+    if ((rc = query_get_set(r->req, "unit", v, sizeof(v))) != QUERY_ABSENT) {
         int found = -1;
-        for (int i = 0; i < 5; i++)
-            if (strcmp(v, names[i]) == 0)
+        for (int i = 0; i < 5 && rc == QUERY_FOUND; i++)
+            if (strcmp(v, unit_names[i]) == 0)
                 found = i;
         if (found < 0)
             return bad(r->req, 400, "INVALID_ARG_UNIT",
@@ -119,23 +115,24 @@ static int read_window(api_request_t *r, window_t *w)
                        "invalid");
         w->unit = (unit_t)found;
     }
-    if (query_param(r->req, "units", v, sizeof(v))) {
-        char *end;
-        long n = strtol(v, &end, 10);
-        if (*end != '\0' || end == v || n == 0 || n < -1 || n > 10000)
-            return bad(r->req, 400, "INVALID_ARG_UNITS", "units must be -1 or 1 to 10000.",
+    if ((rc = query_get_set(r->req, "units", v, sizeof(v))) != QUERY_ABSENT) {
+        char *end = v;
+        long n = rc == QUERY_FOUND ? strtol(v, &end, 10) : 0;
+        if (*end != '\0' || end == v || n == 0 || n < -1 || n > 100000)
+            return bad(r->req, 400, "INVALID_ARG_UNITS", "units must be -1 or 1 to 100000.",
                        "bitlinks", "units", "invalid");
         w->units = n;
     }
-    if (query_param(r->req, "unit_reference", v, sizeof(v))) {
-        if (!parse_rfc3339(v, &w->end_s, &w->offset_s))
+    if ((rc = query_get_set(r->req, "unit_reference", v, sizeof(v))) != QUERY_ABSENT) {
+        if (rc != QUERY_FOUND || !parse_rfc3339(v, &w->ref_s, &w->offset_s))
             return bad(r->req, 400, "INVALID_ARG_UNIT_REFERENCE",
-                       "unit_reference must be an RFC 3339 time.", "bitlinks", "unit_reference",
-                       "invalid");
+                       "unit_reference must be an RFC 3339 time, such as "
+                       "2026-01-02T03:04:05+05:30.",
+                       "bitlinks", "unit_reference", "invalid");
     }
-    if (query_param(r->req, "size", v, sizeof(v))) {
-        char *end;
-        long n = strtol(v, &end, 10);
+    if ((rc = query_get_set(r->req, "size", v, sizeof(v))) != QUERY_ABSENT) {
+        char *end = v;
+        long n = rc == QUERY_FOUND ? strtol(v, &end, 10) : 0;
         if (*end != '\0' || end == v || n < 1 || n > 1000)
             return bad(r->req, 400, "INVALID_ARG_SIZE", "size must be 1 to 1000.", "bitlinks",
                        "size", "invalid");
@@ -144,27 +141,28 @@ static int read_window(api_request_t *r, window_t *w)
     return 0;
 }
 
+static int64_t floor_div(int64_t a, int64_t b)
+{
+    return a / b - (a % b != 0 && (a < 0) != (b < 0));
+}
+
 /* The start (Unix seconds) of the bucket holding t, in the window's offset. */
 static int64_t bucket_start(const window_t *w, int64_t t)
 {
+    static const int64_t len[] = {60, 3600, 86400};
     int64_t local = t + w->offset_s;
     int64_t start;
 
     switch (w->unit) {
     case UNIT_MINUTE:
-        start = local - (local % 60 + 60) % 60;
-        break;
     case UNIT_HOUR:
-        start = local - (local % 3600 + 3600) % 3600;
-        break;
     case UNIT_DAY:
-        start = local - (local % 86400 + 86400) % 86400;
+        start = floor_div(local, len[w->unit]) * len[w->unit];
         break;
     case UNIT_WEEK: {
-        /* Weeks start on Monday; 1970-01-01 was a Thursday. */
-        int64_t day = local / 86400 - (local % 86400 < 0);
-        int64_t monday = day - ((day + 3) % 7 + 7) % 7;
-        start = monday * 86400;
+        /* Weeks start on Monday; 1970-01-01 was a Thursday, 3 days after one. */
+        int64_t day = floor_div(local, 86400);
+        start = (day - (((day + 3) % 7) + 7) % 7) * 86400;
         break;
     }
     default: {
@@ -180,22 +178,48 @@ static int64_t bucket_start(const window_t *w, int64_t t)
     return start - w->offset_s;
 }
 
-/* The start of the bucket before the one starting at start. */
-static int64_t bucket_prev(const window_t *w, int64_t start)
+/* The start of the bucket after the one starting at start. */
+static int64_t bucket_next(const window_t *w, int64_t start)
 {
     static const int64_t len[] = {60, 3600, 86400, 7 * 86400};
 
     if (w->unit != UNIT_MONTH)
-        return start - len[w->unit];
+        return start + len[w->unit];
+    /* 32 days past the first of a month is always in the next one. */
+    return bucket_start(w, start + 32 * 86400);
+}
+
+/* The start of the bucket before the one starting at start. */
+static int64_t bucket_prev(const window_t *w, int64_t start)
+{
     return bucket_start(w, start - 1);
 }
 
-/* The window's first second: units buckets back from the end's bucket. */
+/* The first counter hour of a bucket starting at s: the hour whose first second
+ * is at or after s. */
+static uint32_t first_hour(int64_t s)
+{
+    return s <= 0 ? 0 : (uint32_t)((s + 3599) / 3600);
+}
+
+/* How many buckets the series has: units, or for -1 every bucket since the
+ * link was made; at most MAX_SERIES. */
+static long series_length(const window_t *w, int64_t created_s)
+{
+    if (w->units > 0)
+        return w->units < MAX_SERIES ? w->units : MAX_SERIES;
+    long n = 1;
+    for (int64_t s = bucket_start(w, w->ref_s); s > created_s && n < MAX_SERIES; n++)
+        s = bucket_prev(w, s);
+    return n;
+}
+
+/* The window's first second: units buckets back from the newest one. */
 static int64_t window_start(const window_t *w)
 {
     if (w->units < 0)
         return 0;
-    int64_t start = bucket_start(w, w->end_s);
+    int64_t start = bucket_start(w, w->ref_s);
     for (long i = 1; i < w->units; i++)
         start = bucket_prev(w, start);
     return start;
@@ -286,30 +310,24 @@ static int by_clicks(const void *a, const void *b)
     return x->clicks < y->clicks ? 1 : x->clicks > y->clicks ? -1 : strcmp(x->value, y->value);
 }
 
-static uint32_t hour_of(int64_t s)
-{
-    return s <= 0 ? 0 : (uint32_t)(s / 3600);
-}
-
-static json_t *clicks_series(storage_txn_t *txn, const char *code, size_t len, const window_t *w)
+static json_t *clicks_series(storage_txn_t *txn, const storage_link_t *l, const window_t *w)
 {
     json_t *list = json_array();
-    int64_t end_bucket = bucket_start(w, w->end_s);
-    long n = w->units < 0 ? 30 : w->units; /* "all" as a series: the last 30 buckets */
+    long n = series_length(w, l->created_us / 1000000);
+    int64_t start = bucket_start(w, w->ref_s);
+    int64_t end = bucket_next(w, start);
 
-    /* Walk back from the newest bucket, newest first as Bitly lists them. */
-    int64_t b_start = end_bucket;
-    int64_t b_end = w->end_s + 1;
+    /* Newest first, as Bitly lists them. */
     for (long i = 0; i < n; i++) {
         tally_t t = {0};
-        storage_counter_scan(txn, code, len, STORAGE_FACET_TOTAL, hour_of(b_start),
-                             hour_of(b_end - 1) + 1, on_total, &t);
         char date[32];
-        util_format_bitly_time(b_start * 1000000, date);
+        storage_counter_scan(txn, l->code.ptr, l->code.len, STORAGE_FACET_TOTAL, first_hour(start),
+                             first_hour(end), on_total, &t);
+        format_local(start, w->offset_s, date);
         json_array_append_new(list,
                               json_pack("{s:s, s:I}", "date", date, "clicks", (json_int_t)t.total));
-        b_end = b_start;
-        b_start = bucket_prev(w, b_start);
+        end = start;
+        start = bucket_prev(w, start);
     }
     return list;
 }
@@ -335,30 +353,28 @@ int api_clicks(api_request_t *r)
             storage_reader_end(r->w->reader);
         return api_not_found(r, "bitlinks");
     }
-    static const char *const unit_names[] = {"minute", "hour", "day", "week", "month"};
     char ref[32];
-    util_format_bitly_time(w.end_s * 1000000, ref);
-    int64_t from = window_start(&w);
+    format_local(w.ref_s, w.offset_s, ref);
+    uint32_t from = first_hour(window_start(&w));
+    uint32_t to = first_hour(bucket_next(&w, bucket_start(&w, w.ref_s)));
     json_t *body = NULL;
     bool summary = api_seg_is(r, r->n_seg - 1, "summary");
 
     if (h2o_memis(metric.base, metric.len, H2O_STRLIT("clicks")) && summary) {
         tally_t t = {0};
-        storage_counter_scan(txn, code, len, STORAGE_FACET_TOTAL, hour_of(from),
-                             hour_of(w.end_s) + 1, on_total, &t);
+        storage_counter_scan(txn, code, len, STORAGE_FACET_TOTAL, from, to, on_total, &t);
         body = json_pack("{s:I, s:s, s:I, s:s}", "total_clicks", (json_int_t)t.total, "unit",
                          unit_names[w.unit], "units", (json_int_t)w.units, "unit_reference", ref);
     } else if (h2o_memis(metric.base, metric.len, H2O_STRLIT("clicks"))) {
-        body = json_pack("{s:o, s:s, s:I, s:s}", "link_clicks", clicks_series(txn, code, len, &w),
-                         "unit", unit_names[w.unit], "units", (json_int_t)w.units, "unit_reference",
-                         ref);
+        body = json_pack("{s:o, s:s, s:I, s:s}", "link_clicks", clicks_series(txn, &l, &w), "unit",
+                         unit_names[w.unit], "units", (json_int_t)w.units, "unit_reference", ref);
     } else if (h2o_memis(metric.base, metric.len, H2O_STRLIT("countries")) ||
                h2o_memis(metric.base, metric.len, H2O_STRLIT("referrers"))) {
         bool countries = metric.base[0] == 'c';
         tally_t t = {0};
         storage_counter_scan(txn, code, len,
-                             countries ? STORAGE_FACET_COUNTRY : STORAGE_FACET_REFERRER,
-                             hour_of(from), hour_of(w.end_s) + 1, on_facet, &t);
+                             countries ? STORAGE_FACET_COUNTRY : STORAGE_FACET_REFERRER, from, to,
+                             on_facet, &t);
         qsort(t.rows, t.n, sizeof(*t.rows), by_clicks);
         json_t *metrics = json_array();
         for (size_t i = 0; i < t.n && (long)i < w.size; i++)
