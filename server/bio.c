@@ -207,10 +207,10 @@ static json_t *page_json(const app_t *app, json_t *rec)
                                                  json_object_get(b, "label"), "bitlink_id", id,
                                                  "link", link, "tap_url", tap));
     }
-    return json_pack("{s:s, s:O, s:O, s:s, s:o, s:s, s:s}", "handle", handle != NULL ? handle : "",
-                     "title", json_object_get(rec, "title"), "description",
-                     json_object_get(rec, "description"), "url", url, "buttons", buttons,
-                     "created_at", created, "modified_at", modified);
+    return json_pack("{s:s, s:O?, s:O?, s:s, s:o, s:s, s:s}", "handle",
+                     handle != NULL ? handle : "", "title", json_object_get(rec, "title"),
+                     "description", json_object_get(rec, "description"), "url", url, "buttons",
+                     buttons, "created_at", created, "modified_at", modified);
 }
 
 /* Loads the record of a normalised handle; NULL when absent or unreadable. */
