@@ -375,7 +375,8 @@ int api_clicks(api_request_t *r)
         storage_counter_scan(txn, code, len,
                              countries ? STORAGE_FACET_COUNTRY : STORAGE_FACET_REFERRER, from, to,
                              on_facet, &t);
-        qsort(t.rows, t.n, sizeof(*t.rows), by_clicks);
+        if (t.n > 0) /* rows is NULL then, which qsort may not be given */
+            qsort(t.rows, t.n, sizeof(*t.rows), by_clicks);
         json_t *metrics = json_array();
         for (size_t i = 0; i < t.n && (long)i < w.size; i++)
             json_array_append_new(metrics, json_pack("{s:s, s:I}", "value", t.rows[i].value,

@@ -874,7 +874,8 @@ int links_group_bitlinks(api_request_t *r)
     memcpy(guid, r->seg[1].base, UTIL_GUID_LEN);
     guid[UTIL_GUID_LEN] = '\0';
     storage_link_scan(txn, guid, NULL, 0, on_group_link, &f);
-    qsort(f.m, f.n, sizeof(*f.m), newest_first);
+    if (f.n > 0) /* m is NULL then, which qsort may not be given */
+        qsort(f.m, f.n, sizeof(*f.m), newest_first);
 
     size_t first = (size_t)(page - 1) * (size_t)size;
     for (size_t i = first; i < f.n && i < first + (size_t)size; i++) {
