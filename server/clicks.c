@@ -1,6 +1,6 @@
 /*
- * server/clicks: /v4/bitlinks/{id}/clicks, /clicks/summary, /countries and
- * /referrers, read from the hourly counters the writer keeps with each
+ * server/clicks: /v4/bitlinks/{id}/clicks, /clicks/summary, /countries,
+ * /referrers and our /engagement_types, read from the hourly counters the writer keeps with each
  * engagement (bots are never counted there).
  *
  * Buckets: unit is minute, hour, day, week (from Monday) or month; units is how
@@ -332,8 +332,31 @@ static json_t *clicks_series(storage_txn_t *txn, const storage_link_t *l, const 
     return list;
 }
 
+/* The facet routes: Bitly's countries and referrers, and our engagement_types
+ * (click, qr_scan, bio_click). */
+static bool facet_of(h2o_iovec_t metric, storage_facet_t *facet, const char **name)
+{
+    static const struct {
+        const char *name;
+        storage_facet_t facet;
+    } facets[] = {{"countries", STORAGE_FACET_COUNTRY},
+                  {"referrers", STORAGE_FACET_REFERRER},
+                  {"engagement_types", STORAGE_FACET_KIND}};
+
+    for (size_t i = 0; i < sizeof(facets) / sizeof(facets[0]); i++) {
+        if (h2o_memis(metric.base, metric.len, facets[i].name, strlen(facets[i].name))) {
+            *facet = facets[i].facet;
+            *name = facets[i].name;
+            return true;
+        }
+    }
+    return false;
+}
+
 int api_clicks(api_request_t *r)
 {
+    storage_facet_t facet;
+    const char *facet_name;
     const char *code;
     size_t len;
     h2o_iovec_t metric;
@@ -368,13 +391,9 @@ int api_clicks(api_request_t *r)
     } else if (h2o_memis(metric.base, metric.len, H2O_STRLIT("clicks"))) {
         body = json_pack("{s:o, s:s, s:I, s:s}", "link_clicks", clicks_series(txn, &l, &w), "unit",
                          unit_names[w.unit], "units", (json_int_t)w.units, "unit_reference", ref);
-    } else if (h2o_memis(metric.base, metric.len, H2O_STRLIT("countries")) ||
-               h2o_memis(metric.base, metric.len, H2O_STRLIT("referrers"))) {
-        bool countries = metric.base[0] == 'c';
+    } else if (facet_of(metric, &facet, &facet_name)) {
         tally_t t = {0};
-        storage_counter_scan(txn, code, len,
-                             countries ? STORAGE_FACET_COUNTRY : STORAGE_FACET_REFERRER, from, to,
-                             on_facet, &t);
+        storage_counter_scan(txn, code, len, facet, from, to, on_facet, &t);
         if (t.n > 0) /* rows is NULL then, which qsort may not be given */
             qsort(t.rows, t.n, sizeof(*t.rows), by_clicks);
         json_t *metrics = json_array();
@@ -382,9 +401,9 @@ int api_clicks(api_request_t *r)
             json_array_append_new(metrics, json_pack("{s:s, s:I}", "value", t.rows[i].value,
                                                      "clicks", (json_int_t)t.rows[i].clicks));
         free(t.rows);
-        body = json_pack("{s:s, s:o, s:s, s:I, s:s}", "facet",
-                         countries ? "countries" : "referrers", "metrics", metrics, "unit",
-                         unit_names[w.unit], "units", (json_int_t)w.units, "unit_reference", ref);
+        body =
+            json_pack("{s:s, s:o, s:s, s:I, s:s}", "facet", facet_name, "metrics", metrics, "unit",
+                      unit_names[w.unit], "units", (json_int_t)w.units, "unit_reference", ref);
     }
     storage_reader_end(r->w->reader);
     if (body == NULL)

@@ -959,7 +959,7 @@ static bool is_metric(api_request_t *r, size_t at)
 {
     if (at == r->n_seg - 1)
         return api_seg_is(r, at, "clicks") || api_seg_is(r, at, "countries") ||
-               api_seg_is(r, at, "referrers");
+               api_seg_is(r, at, "referrers") || api_seg_is(r, at, "engagement_types");
     return at == r->n_seg - 2 && api_seg_is(r, at, "clicks") && api_seg_is(r, at + 1, "summary");
 }
 
