@@ -12,6 +12,7 @@
 #include <h2o.h>
 #include <h2o/multithread.h>
 #include <jansson.h>
+#include <openssl/ssl.h>
 #include <signal.h>
 #include <stdatomic.h>
 
@@ -39,7 +40,10 @@ typedef struct app {
     char default_group_guid[UTIL_GUID_LEN + 1];
     h2o_globalconf_t h2o;
     app_metrics_t metrics;
+    SSL_CTX *tls;       /* NULL without --tls-listen */
+    atomic_ulong epoch; /* bumped when a shared object is retired */
     volatile sig_atomic_t stopping;
+    volatile sig_atomic_t reload;
 } app_t;
 
 /* One HTTP worker: its own event loop, h2o context, read transaction and
@@ -49,11 +53,14 @@ typedef struct worker {
     unsigned index;
     h2o_context_t ctx;
     h2o_accept_ctx_t accept_ctx;
+    h2o_accept_ctx_t tls_accept_ctx;
+    atomic_ulong seen_epoch; /* the app epoch this worker last passed through */
     storage_reader_t *reader;
     h2o_multithread_queue_t *queue;
     h2o_multithread_receiver_t results;
     pthread_t thread;
     int listen_fd;
+    int tls_fd; /* -1 without TLS */
 } worker_t;
 
 /* The worker running the current thread's event loop. */

@@ -16,6 +16,9 @@
 
 enum {
     OPT_LISTEN = 256,
+    OPT_TLS_LISTEN,
+    OPT_TLS_CERT,
+    OPT_TLS_KEY,
     OPT_DATA_DIR,
     OPT_GEOIP_DB,
     OPT_GEOIP_OPTIONAL,
@@ -48,6 +51,9 @@ typedef struct flag {
 
 static const flag_t flags[] = {
     {"listen", OPT_LISTEN, true, "HOST:PORT to serve HTTP on (127.0.0.1:8080)"},
+    {"tls-listen", OPT_TLS_LISTEN, true, "HOST:PORT to serve HTTPS (HTTP/1.1 and HTTP/2) on"},
+    {"tls-cert", OPT_TLS_CERT, true, "PEM certificate chain for --tls-listen"},
+    {"tls-key", OPT_TLS_KEY, true, "PEM private key for --tls-listen"},
     {"data-dir", OPT_DATA_DIR, true, "directory of the LMDB store (./var/data)"},
     {"geoip-db", OPT_GEOIP_DB, true, "MaxMind-format country database (none: no countries)"},
     {"geoip-optional", OPT_GEOIP_OPTIONAL, false,
@@ -132,24 +138,25 @@ static bool parse_ulong(const char *s, unsigned long min, unsigned long max, uns
     return true;
 }
 
-static int parse_listen(config_t *cfg, const char *v, char *err, size_t errlen)
+static int parse_host_port(char *host_out, size_t host_len, uint16_t *port_out, const char *flag,
+                           const char *v, char *err, size_t errlen)
 {
     const char *colon = strrchr(v, ':');
     unsigned long port;
 
     if (colon == NULL || colon == v || !parse_ulong(colon + 1, 1, 65535, &port))
-        return fail(err, errlen, "--listen %s: expected HOST:PORT", v);
+        return fail(err, errlen, "%s %s: expected HOST:PORT", flag, v);
     const char *host = v;
     size_t hlen = (size_t)(colon - v);
     if (host[0] == '[' && hlen >= 2 && host[hlen - 1] == ']') {
         host++;
         hlen -= 2;
     }
-    if (hlen >= sizeof(cfg->listen_host))
-        return fail(err, errlen, "--listen %s: host too long", v);
-    memcpy(cfg->listen_host, host, hlen);
-    cfg->listen_host[hlen] = '\0';
-    cfg->listen_port = (uint16_t)port;
+    if (hlen >= host_len)
+        return fail(err, errlen, "%s %s: host too long", flag, v);
+    memcpy(host_out, host, hlen);
+    host_out[hlen] = '\0';
+    *port_out = (uint16_t)port;
     return 0;
 }
 
@@ -197,7 +204,19 @@ static int apply(config_t *cfg, int id, const char *v, char *err, size_t errlen)
 
     switch (id) {
     case OPT_LISTEN:
-        return parse_listen(cfg, v, err, errlen);
+        return parse_host_port(cfg->listen_host, sizeof(cfg->listen_host), &cfg->listen_port,
+                               "--listen", v, err, errlen);
+    case OPT_TLS_LISTEN:
+        return parse_host_port(cfg->tls_host, sizeof(cfg->tls_host), &cfg->tls_port, "--tls-listen",
+                               v, err, errlen);
+    case OPT_TLS_CERT:
+        if (!copy_str(cfg->tls_cert, sizeof(cfg->tls_cert), v))
+            return fail(err, errlen, "--tls-cert %s: too long", v);
+        return 0;
+    case OPT_TLS_KEY:
+        if (!copy_str(cfg->tls_key, sizeof(cfg->tls_key), v))
+            return fail(err, errlen, "--tls-key %s: too long", v);
+        return 0;
     case OPT_DATA_DIR:
         if (!copy_str(cfg->data_dir, sizeof(cfg->data_dir), v) || v[0] == '\0')
             return fail(err, errlen, "--data-dir %s: empty or too long", v);
@@ -356,6 +375,8 @@ static int finish(config_t *cfg, char *err, size_t errlen)
                         "0.0.0.0/0 and ::/0 open every private range; add "
                         "--webhook-allow-unsafe to mean it");
     }
+    if (cfg->tls_host[0] != '\0' && (cfg->tls_cert[0] == '\0' || cfg->tls_key[0] == '\0'))
+        return fail(err, errlen, "--tls-listen: %s", "needs --tls-cert and --tls-key");
     if (cfg->admin_token_file[0] == '\0')
         snprintf(cfg->admin_token_file, sizeof(cfg->admin_token_file), "%s/admin-token",
                  cfg->data_dir);

@@ -30,6 +30,10 @@ typedef struct config {
     config_command_t command;
     char listen_host[256];
     uint16_t listen_port;
+    char tls_host[256]; /* "" when there is no TLS listener */
+    uint16_t tls_port;
+    char tls_cert[1024];
+    char tls_key[1024];
     char data_dir[1024];
     char geoip_db[1024];  /* "" when none */
     bool geoip_optional;  /* run without countries when the database fails */
