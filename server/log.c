@@ -33,7 +33,8 @@ bool log_parse_level(const char *s, log_level_t *out)
     return false;
 }
 
-static void vlog(int level, const char *module, const char *fmt, va_list ap)
+__attribute__((format(printf, 3, 0))) static void vlog(int level, const char *module,
+                                                       const char *fmt, va_list ap)
 {
     char line[1024], msg[900];
     struct timeval tv;

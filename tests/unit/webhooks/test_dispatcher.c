@@ -253,7 +253,7 @@ static void on_commit(void *ctx, uint64_t last_seq)
     webhook_dispatcher_wake(atomic_load(&current), last_seq);
 }
 
-static void test_log(int level, const char *fmt, ...)
+__attribute__((format(printf, 2, 3))) static void test_log(int level, const char *fmt, ...)
 {
     va_list ap;
 
