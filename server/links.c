@@ -94,6 +94,8 @@ static json_t *bitlink_json(storage_txn_t *txn, const app_t *app, const storage_
     json_array_foreach(codes, i, c)
     {
         char link[700];
+        if (!json_is_string(c))
+            continue;
         snprintf(link, sizeof(link), "%s/%s", app->cfg->public_url, json_string_value(c));
         json_array_append_new(links, json_string(link));
     }
