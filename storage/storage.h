@@ -35,12 +35,12 @@ enum {
     STORAGE_ERROR = -1,
 };
 
-#define STORAGE_CODE_MAX 64      /* bytes in a short code */
-#define STORAGE_GUID_LEN 11      /* Bitly-style guid: a letter and ten base62 chars */
-#define STORAGE_URL_MAX 16384    /* bytes in a long URL */
-#define STORAGE_REFERRER_MAX 255 /* bytes in a referrer host */
-#define STORAGE_QUERY_MAX 4096   /* bytes of a forwarded query kept per engagement */
-#define STORAGE_DUE_FAILED UINT64_MAX /* due time of a delivery that gave up */
+#define STORAGE_CODE_MAX     64         /* bytes in a short code */
+#define STORAGE_GUID_LEN     11         /* Bitly-style guid: a letter and ten base62 chars */
+#define STORAGE_URL_MAX      16384      /* bytes in a long URL */
+#define STORAGE_REFERRER_MAX 255        /* bytes in a referrer host */
+#define STORAGE_QUERY_MAX    4096       /* bytes of a forwarded query kept per engagement */
+#define STORAGE_DUE_FAILED   UINT64_MAX /* due time of a delivery that gave up */
 
 typedef struct storage storage_t;
 typedef struct storage_txn storage_txn_t;
@@ -104,15 +104,15 @@ int storage_run(storage_t *s, storage_job_fn fn, void *arg);
 /* ---- links ---- */
 
 typedef struct storage_link {
-    storage_bytes_t code;     /* the short code, case-sensitive */
+    storage_bytes_t code; /* the short code, case-sensitive */
     char group_guid[STORAGE_GUID_LEN + 1];
     int64_t created_us;
     int64_t modified_us;
     bool archived;
     uint16_t redirect_status; /* 0: the server's default */
     storage_bytes_t long_url;
-    storage_bytes_t title;    /* may be empty */
-    storage_bytes_t tags;     /* a JSON array of strings, or empty */
+    storage_bytes_t title; /* may be empty */
+    storage_bytes_t tags;  /* a JSON array of strings, or empty */
 } storage_link_t;
 
 int storage_link_get(storage_txn_t *txn, const char *code, size_t len, storage_link_t *out);
@@ -149,17 +149,17 @@ typedef enum storage_device {
 } storage_device_t;
 
 typedef struct storage_engagement {
-    uint64_t seq;        /* set by the writer; 0 when pushing */
+    uint64_t seq;         /* set by the writer; 0 when pushing */
     uint8_t event_id[16]; /* UUIDv7 */
-    int64_t time_us;     /* UTC */
-    uint8_t kind;        /* storage_kind_t */
-    uint8_t device;      /* storage_device_t */
+    int64_t time_us;      /* UTC */
+    uint8_t kind;         /* storage_kind_t */
+    uint8_t device;       /* storage_device_t */
     bool bot;
-    char country[3];     /* ISO 3166 alpha-2, or "" */
+    char country[3]; /* ISO 3166 alpha-2, or "" */
     char code[STORAGE_CODE_MAX + 1];
     char referrer[STORAGE_REFERRER_MAX + 1]; /* host, or "direct" */
-    storage_bytes_t query; /* forwarded query without '?'; pushed: the caller's
-                              bytes, copied (up to STORAGE_QUERY_MAX); read: borrowed */
+    storage_bytes_t query;                   /* forwarded query without '?'; pushed: the caller's
+                                                bytes, copied (up to STORAGE_QUERY_MAX); read: borrowed */
     /* Filled in by the writer from the link at commit time; ignored on push. */
     char group_guid[STORAGE_GUID_LEN + 1];
     storage_bytes_t long_url; /* read: borrowed */
@@ -187,8 +187,7 @@ typedef enum storage_facet {
  * hour is Unix seconds / 3600. */
 int storage_counter_scan(storage_txn_t *txn, const char *code, size_t code_len,
                          storage_facet_t facet, uint32_t hour_from, uint32_t hour_to,
-                         int (*cb)(void *ctx, uint32_t hour, storage_bytes_t value,
-                                   uint64_t count),
+                         int (*cb)(void *ctx, uint32_t hour, storage_bytes_t value, uint64_t count),
                          void *ctx);
 
 /* ---- webhook deliveries ---- */
@@ -198,8 +197,8 @@ typedef struct storage_delivery {
     uint64_t id;     /* unique, from storage_next_id(txn, "delivery") */
     char webhook_guid[STORAGE_GUID_LEN + 1];
     uint64_t engagement_seq;
-    uint32_t attempts;    /* attempts made so far */
-    int32_t last_status;  /* last HTTP status, 0 for none */
+    uint32_t attempts;   /* attempts made so far */
+    int32_t last_status; /* last HTTP status, 0 for none */
 } storage_delivery_t;
 
 int storage_delivery_put(storage_txn_t *txn, const storage_delivery_t *d);
@@ -208,8 +207,8 @@ int storage_delivery_del(storage_txn_t *txn, uint64_t due_us, uint64_t id);
 int storage_delivery_scan_due(storage_txn_t *txn, uint64_t now_us,
                               int (*cb)(void *ctx, const storage_delivery_t *d), void *ctx);
 /* Calls cb for every delivery, pending or failed. */
-int storage_delivery_scan_all(storage_txn_t *txn,
-                              int (*cb)(void *ctx, const storage_delivery_t *d), void *ctx);
+int storage_delivery_scan_all(storage_txn_t *txn, int (*cb)(void *ctx, const storage_delivery_t *d),
+                              void *ctx);
 
 typedef enum storage_outcome {
     STORAGE_OUTCOME_DELIVERED = 0,
@@ -222,10 +221,10 @@ typedef struct storage_attempt {
     int64_t time_us;
     uint64_t delivery_id;
     uint64_t engagement_seq;
-    uint32_t attempt;      /* 1 for the first */
-    int32_t http_status;   /* 0 when there was no response */
+    uint32_t attempt;    /* 1 for the first */
+    int32_t http_status; /* 0 when there was no response */
     uint32_t duration_ms;
-    uint8_t outcome;       /* storage_outcome_t */
+    uint8_t outcome;          /* storage_outcome_t */
     storage_bytes_t error;    /* short sentence, may be empty; truncated at 255 */
     storage_bytes_t response; /* first bytes of the body; truncated at 512 */
 } storage_attempt_t;
@@ -256,8 +255,7 @@ int storage_record_put(storage_txn_t *txn, storage_db_t db, const void *key, siz
                        const void *val, size_t vlen, unsigned flags);
 int storage_record_del(storage_txn_t *txn, storage_db_t db, const void *key, size_t klen);
 int storage_record_scan(storage_txn_t *txn, storage_db_t db,
-                        int (*cb)(void *ctx, storage_bytes_t key, storage_bytes_t val),
-                        void *ctx);
+                        int (*cb)(void *ctx, storage_bytes_t key, storage_bytes_t val), void *ctx);
 
 /* Next value of a named counter kept in meta (1, 2, ...); write transactions only.
  * Returns 0 on failure. */
@@ -269,10 +267,10 @@ typedef struct storage_stats {
     uint64_t engagements_recorded;
     uint64_t engagements_dropped;
     uint64_t commits;
-    uint64_t last_batch;       /* records in the last commit */
-    uint64_t queue_depth;      /* engagements waiting */
-    uint64_t commit_us_total;  /* summed commit durations */
-    uint64_t map_used;         /* bytes */
+    uint64_t last_batch;      /* records in the last commit */
+    uint64_t queue_depth;     /* engagements waiting */
+    uint64_t commit_us_total; /* summed commit durations */
+    uint64_t map_used;        /* bytes */
     uint64_t map_size;
     /* Added by storage: engagements whose code had no link at commit time, and
      * commits that failed (their engagements are also counted as dropped). */

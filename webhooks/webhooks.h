@@ -19,7 +19,7 @@
 
 /* ---- signatures (Standard Webhooks v1) ---- */
 
-#define WEBHOOK_SECRET_MAX 128
+#define WEBHOOK_SECRET_MAX    128
 #define WEBHOOK_SIGNATURE_MAX 64 /* "v1," + 44 base64 chars + NUL, rounded up */
 
 /* Writes "whsec_" + padded standard base64 of 32 random bytes. */
@@ -39,23 +39,23 @@ typedef struct webhook {
     char organization_guid[STORAGE_GUID_LEN + 1];
     char *name;
     char *url;
-    char *event;                 /* "engagement" */
-    char **group_guids;          /* none: every group */
+    char *event;        /* "engagement" */
+    char **group_guids; /* none: every group */
     size_t n_groups;
     bool is_active;
     bool fetch_tags;
     bool include_bots;
-    char *oauth_url;             /* NULL when not used */
+    char *oauth_url; /* NULL when not used */
     char *client_id;
     char *client_secret;
     char *signing_secret;
-    char *previous_secret;       /* still signed with until previous_expires_us */
+    char *previous_secret; /* still signed with until previous_expires_us */
     int64_t previous_expires_us;
     int64_t created_us;
     int64_t modified_us;
-    int64_t last_success_us;     /* 0: never */
-    int64_t failing_since_us;    /* 0: not failing */
-    char *deactivated_reason;    /* NULL unless deactivated by the dispatcher */
+    int64_t last_success_us;  /* 0: never */
+    int64_t failing_since_us; /* 0: not failing */
+    char *deactivated_reason; /* NULL unless deactivated by the dispatcher */
 } webhook_t;
 
 /* Parses a stored record. Returns -1 on a malformed one. */
@@ -105,17 +105,17 @@ typedef struct webhook_dispatcher_options {
     webhook_net_policy_t policy;
     const uint32_t *retry_delays_s; /* delay before retry 1, 2, ...; NULL: DESIGN.md's */
     size_t n_retry_delays;
-    long connect_timeout_ms;        /* 0: 5000 */
-    long total_timeout_ms;          /* 0: 15000 */
-    unsigned max_in_flight;         /* 0: 256 */
-    unsigned max_per_endpoint;      /* 0: 8 */
+    long connect_timeout_ms;   /* 0: 5000 */
+    long total_timeout_ms;     /* 0: 15000 */
+    unsigned max_in_flight;    /* 0: 256 */
+    unsigned max_per_endpoint; /* 0: 8 */
     void (*log)(int level, const char *fmt, ...);
 } webhook_dispatcher_options_t;
 
 /* Starts the dispatcher thread. It resumes every due delivery found in storage.
  * Needs the storage writer running. */
-webhook_dispatcher_t *webhook_dispatcher_start(const webhook_dispatcher_options_t *opts,
-                                               char *err, size_t errlen);
+webhook_dispatcher_t *webhook_dispatcher_start(const webhook_dispatcher_options_t *opts, char *err,
+                                               size_t errlen);
 /* Tells the dispatcher new engagements are committed. Thread-safe, never
  * blocks; fits storage_options_t.on_commit. */
 void webhook_dispatcher_wake(void *dispatcher, uint64_t last_seq);
