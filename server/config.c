@@ -100,8 +100,10 @@ void config_usage(FILE *out)
         for (const char *p = flags[i].name; *p != '\0' && n + 1 < sizeof(env); p++)
             env[n++] = *p == '-' ? '_' : (char)toupper((unsigned char)*p);
         env[n] = '\0';
-        fprintf(out, "  --%s%s\n      %s [%s]\n", flags[i].name, flags[i].has_arg ? " VALUE" : "",
-                flags[i].help, env);
+        bool no_twin = flags[i].id == OPT_HELP || flags[i].id == OPT_NAME ||
+                       flags[i].id == OPT_ID || flags[i].id == OPT_TO;
+        fprintf(out, "  --%s%s\n      %s%s%s%s\n", flags[i].name, flags[i].has_arg ? " VALUE" : "",
+                flags[i].help, no_twin ? "" : " [", no_twin ? "" : env, no_twin ? "" : "]");
     }
 }
 
