@@ -130,10 +130,11 @@ static void format_times(int64_t time_us, char *rfc3339, size_t rlen, char *bitl
     time_t t = (time_t)secs;
     memset(&tm, 0, sizeof tm);
     gmtime_r(&t, &tm);
-    snprintf(rfc3339, rlen, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(rem / 1000));
-    snprintf(bitly, blen, "%04d-%02d-%02dT%02d:%02d:%02d+0000", tm.tm_year + 1900, tm.tm_mon + 1,
-             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+    /* strftime bounds every field, so no width can overflow the buffers. */
+    char base[24] = "";
+    strftime(base, sizeof base, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(rfc3339, rlen, "%s.%03dZ", base, (int)(rem / 1000));
+    snprintf(bitly, blen, "%s+0000", base);
 }
 
 /* Joins a, b and c into a fresh JSON string. */
