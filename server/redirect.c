@@ -56,6 +56,39 @@ static h2o_iovec_t header_value(h2o_req_t *req, const h2o_token_t *token)
     return i == -1 ? h2o_iovec_init(NULL, 0) : req->headers.entries[i].value;
 }
 
+/* X-Forwarded-For as one list. A proxy may add its own line rather than
+ * extend the client's, and the lines in order are one comma-separated list
+ * (RFC 9110, 5.3): reading only the first would take the client's word. */
+static h2o_iovec_t forwarded_for(h2o_req_t *req)
+{
+    static const char name[] = "x-forwarded-for";
+    size_t total = 0, lines = 0;
+    ssize_t i = -1;
+
+    while ((i = h2o_find_header_by_str(&req->headers, name, sizeof(name) - 1, i)) != -1) {
+        total += req->headers.entries[i].value.len + 2;
+        lines++;
+    }
+    if (lines == 0)
+        return h2o_iovec_init(NULL, 0);
+    i = h2o_find_header_by_str(&req->headers, name, sizeof(name) - 1, -1);
+    if (lines == 1)
+        return req->headers.entries[i].value;
+
+    char *buf = h2o_mem_alloc_pool(&req->pool, total);
+    size_t n = 0;
+    for (; i != -1; i = h2o_find_header_by_str(&req->headers, name, sizeof(name) - 1, i)) {
+        h2o_iovec_t v = req->headers.entries[i].value;
+        if (n > 0) {
+            memcpy(buf + n, ", ", 2);
+            n += 2;
+        }
+        memcpy(buf + n, v.base, v.len);
+        n += v.len;
+    }
+    return h2o_iovec_init(buf, n);
+}
+
 static void find_country(worker_t *w, h2o_req_t *req, char country[3])
 {
     const app_t *app = w->app;
@@ -71,10 +104,7 @@ static void find_country(worker_t *w, h2o_req_t *req, char country[3])
         return;
     geoip_addr_t visitor = peer;
     if (app->cfg->n_trusted > 0) {
-        h2o_iovec_t xff = h2o_iovec_init(NULL, 0);
-        ssize_t i = h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-forwarded-for"), -1);
-        if (i != -1)
-            xff = req->headers.entries[i].value;
+        h2o_iovec_t xff = forwarded_for(req);
         visitor = geoip_visitor(&peer, xff.base, xff.len, app->cfg->trusted, app->cfg->n_trusted);
     }
     if (!geoip_country(db, &visitor, country))
