@@ -75,7 +75,7 @@ static const flag_t flags[] = {
      "seconds before each retry, comma-separated (5,300,1800,7200,18000,36000,36000)"},
     {"webhook-connect-timeout-ms", OPT_CONNECT_TIMEOUT, true, "webhook connect timeout (5000)"},
     {"webhook-timeout-ms", OPT_TIMEOUT, true, "webhook attempt timeout in all (15000)"},
-    {"max-body", OPT_MAX_BODY, true, "largest API request body in bytes (65536)"},
+    {"max-body", OPT_MAX_BODY, true, "largest API request body in bytes (262144)"},
     {"log-level", OPT_LOG_LEVEL, true, "error, warn, info or debug (info)"},
     {"admin-token-file", OPT_ADMIN_TOKEN_FILE, true,
      "where the first start writes the admin token (DATA_DIR/admin-token)"},
@@ -317,7 +317,10 @@ static void set_defaults(config_t *cfg)
     cfg->workers = cores > 0 && cores < 256 ? (unsigned)cores : 1;
     cfg->flush_interval_ms = 2;
     cfg->map_size = (size_t)64 << 30;
-    cfg->max_body = 64 * 1024;
+    /* Well above the longest long_url (PARSE_URL_MAX, 96 KiB when written
+     * all in \u escapes), so that a URL past its limit is told so by a 400
+     * naming long_url rather than a 413 about the body. */
+    cfg->max_body = 256 * 1024;
     cfg->log_level = LOG_INFO;
 }
 
