@@ -82,19 +82,22 @@ static int delivery_decode(const MDB_val *k, const MDB_val *v, storage_delivery_
     return STORAGE_OK;
 }
 
-/* Walks deliveries in due order and stops after the first one due later than
- * limit_us (UINT64_MAX: walk them all). */
-static int delivery_walk(storage_txn_t *txn, uint64_t limit_us,
-                         int (*cb)(void *ctx, const storage_delivery_t *d), void *ctx)
+/* Walks deliveries in due order from the first one due at or after from_us,
+ * and stops after the first one due later than limit_us (UINT64_MAX: walk
+ * them all). */
+static int delivery_walk_from(storage_txn_t *txn, uint64_t from_us, uint64_t limit_us,
+                              int (*cb)(void *ctx, const storage_delivery_t *d), void *ctx)
 {
     MDB_cursor *cur = NULL;
-    MDB_val k, v;
+    uint8_t start[16];
+    MDB_val k = {sizeof(start), start}, v;
     storage_delivery_t d;
     int ret = STORAGE_OK, rc;
 
+    delivery_key(start, from_us, 0);
     if ((rc = mdb_cursor_open(txn->txn, txn->s->dbi[DB_DELIVERIES], &cur)) != 0)
         return storage__fail(rc, "open a cursor on", "deliveries");
-    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0;
          rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
         if ((ret = delivery_decode(&k, &v, &d)) != STORAGE_OK)
             goto out;
@@ -110,6 +113,12 @@ out:
     return ret;
 }
 
+static int delivery_walk(storage_txn_t *txn, uint64_t limit_us,
+                         int (*cb)(void *ctx, const storage_delivery_t *d), void *ctx)
+{
+    return delivery_walk_from(txn, 0, limit_us, cb, ctx);
+}
+
 int storage_delivery_scan_due(storage_txn_t *txn, uint64_t now_us,
                               int (*cb)(void *ctx, const storage_delivery_t *d), void *ctx)
 {
@@ -123,6 +132,75 @@ int storage_delivery_scan_all(storage_txn_t *txn, int (*cb)(void *ctx, const sto
                               void *ctx)
 {
     return delivery_walk(txn, UINT64_MAX, cb, ctx);
+}
+
+int storage_delivery_get_failed(storage_txn_t *txn, uint64_t id, storage_delivery_t *out)
+{
+    uint8_t key[16];
+    MDB_val k = {sizeof(key), key}, v;
+    int rc;
+
+    delivery_key(key, STORAGE_DUE_FAILED, id);
+    rc = mdb_get(txn->txn, txn->s->dbi[DB_DELIVERIES], &k, &v);
+    if (rc == MDB_NOTFOUND)
+        return STORAGE_NOTFOUND;
+    if (rc != 0)
+        return storage__fail(rc, "read", "deliveries");
+    return delivery_decode(&k, &v, out);
+}
+
+static int on_first(void *ctx, const storage_delivery_t *d)
+{
+    *(uint64_t *)ctx = d->due_us;
+    return 1;
+}
+
+int storage_delivery_next_due(storage_txn_t *txn, uint64_t from_us, uint64_t *due_us)
+{
+    uint64_t due = STORAGE_DUE_FAILED;
+    int rc;
+
+    if (from_us == STORAGE_DUE_FAILED)
+        return STORAGE_NOTFOUND;
+    rc = delivery_walk_from(txn, from_us, STORAGE_DUE_FAILED - 1, on_first, &due);
+    if (rc != STORAGE_OK && rc != 1)
+        return rc;
+    if (due == STORAGE_DUE_FAILED)
+        return STORAGE_NOTFOUND;
+    *due_us = due;
+    return STORAGE_OK;
+}
+
+int storage_delivery_scan_failed(storage_txn_t *txn,
+                                 int (*cb)(void *ctx, const storage_delivery_t *d), void *ctx)
+{
+    return delivery_walk_from(txn, STORAGE_DUE_FAILED, UINT64_MAX, cb, ctx);
+}
+
+static int on_count(void *ctx, const storage_delivery_t *d)
+{
+    (void)d;
+    (*(uint64_t *)ctx)++;
+    return 0;
+}
+
+int storage_delivery_count(storage_txn_t *txn, uint64_t *pending, uint64_t *failed)
+{
+    MDB_stat st;
+    uint64_t n_failed = 0;
+    int rc;
+
+    /* The entry count is kept by LMDB itself; only the failed rows, which
+     * all sort at the end, are walked. */
+    rc = mdb_stat(txn->txn, txn->s->dbi[DB_DELIVERIES], &st);
+    if (rc != 0)
+        return storage__fail(rc, "stat", "deliveries");
+    rc = storage_delivery_scan_failed(txn, on_count, &n_failed);
+    if (rc != STORAGE_OK)
+        return rc;
+    *failed = n_failed;
+    *pending = (uint64_t)st.ms_entries >= n_failed ? (uint64_t)st.ms_entries - n_failed : 0;
+    return STORAGE_OK;
 }
 
 /* ---- attempts ---- */

@@ -210,6 +210,19 @@ int storage_delivery_scan_due(storage_txn_t *txn, uint64_t now_us,
 int storage_delivery_scan_all(storage_txn_t *txn, int (*cb)(void *ctx, const storage_delivery_t *d),
                               void *ctx);
 
+/* Added by webhooks: */
+/* The given-up delivery with this id (one lookup: failed rows all sit at
+ * STORAGE_DUE_FAILED); STORAGE_NOTFOUND when there is none. */
+int storage_delivery_get_failed(storage_txn_t *txn, uint64_t id, storage_delivery_t *out);
+/* The due time of the earliest pending (not failed) delivery due at or after
+ * from_us; STORAGE_NOTFOUND when there is none. */
+int storage_delivery_next_due(storage_txn_t *txn, uint64_t from_us, uint64_t *due_us);
+/* Calls cb for each given-up delivery, in id order. */
+int storage_delivery_scan_failed(storage_txn_t *txn,
+                                 int (*cb)(void *ctx, const storage_delivery_t *d), void *ctx);
+/* Counts pending and given-up deliveries; costs one walk of the failed ones. */
+int storage_delivery_count(storage_txn_t *txn, uint64_t *pending, uint64_t *failed);
+
 typedef enum storage_outcome {
     STORAGE_OUTCOME_DELIVERED = 0,
     STORAGE_OUTCOME_RETRY = 1,  /* failed, another attempt is scheduled */
@@ -263,6 +276,13 @@ uint64_t storage_next_id(storage_txn_t *txn, const char *name);
 
 /* ---- operation ---- */
 
+/* Buckets of the click-to-commit histogram: two per power of two, from 32 us to
+ * 2^24 us (about 17 s), then one for anything longer. */
+#define STORAGE_LATENCY_BUCKETS 40
+
+/* The upper bound of bucket i in microseconds; UINT64_MAX for the last. */
+uint64_t storage_latency_bucket_le(unsigned i);
+
 typedef struct storage_stats {
     uint64_t engagements_recorded;
     uint64_t engagements_dropped;
@@ -276,6 +296,12 @@ typedef struct storage_stats {
      * commits that failed (their engagements are also counted as dropped). */
     uint64_t engagements_unknown;
     uint64_t commit_failures;
+    /* Added by storage: time from click (the engagement's time_us) to the end of
+     * the group commit that made it durable, as a histogram. click_to_commit[i]
+     * counts engagements with storage_latency_bucket_le(i - 1) < t <=
+     * storage_latency_bucket_le(i), in microseconds (not cumulative). */
+    uint64_t click_to_commit[STORAGE_LATENCY_BUCKETS];
+    uint64_t click_to_commit_us_total; /* summed over the same engagements */
 } storage_stats_t;
 
 void storage_get_stats(storage_t *s, storage_stats_t *out);

@@ -37,8 +37,15 @@
 #define HOST_MAX          256
 #define POLL_MAX_MS       1000
 #define RETRY_AFTER_MAX_S 3600
-/* A webhook failing this long without one success is deactivated (§6). */
-#define FAILING_LIMIT_US   (5LL * 24 * 3600 * 1000000)
+/* A webhook failing this long without one success is deactivated (§6),
+ * unless the operator chose another limit. */
+#define FAILING_LIMIT_HOURS 120
+/* A send pass that took longer than this delays the next pass a completion
+ * asks for, so a huge backlog held back by full endpoints costs a bounded
+ * share of the thread rather than one full walk per finished request. */
+#define PASS_SLOW_US       5000
+#define PASS_GAP_MAX_US    250000
+#define COUNT_EVERY_US     1000000
 #define TOKEN_RESPONSE_MAX 16384
 #define TOKEN_MAX          8192
 /* A cached token is dropped this long before it expires, so it does not run
@@ -46,6 +53,9 @@
 #define TOKEN_EARLY_S 30
 
 static const uint32_t default_delays[] = {5, 300, 1800, 7200, 18000, 36000, 36000};
+
+const uint32_t webhook_latency_bounds_ms[WEBHOOK_LATENCY_BUCKETS - 1] = {
+    5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000};
 
 typedef struct transfer transfer_t;
 typedef struct job job_t;
@@ -87,6 +97,16 @@ struct webhook_dispatcher {
     pthread_t thread;
     atomic_bool stopping;
     atomic_bool fanout_wanted;
+    atomic_bool poke_wanted;
+    int64_t failing_limit_us;
+
+    /* Counters for webhook_dispatcher_stats, written here, read anywhere. */
+    atomic_ulong st_delivered, st_retried, st_failed;
+    atomic_ulong st_latency[WEBHOOK_LATENCY_BUCKETS];
+    atomic_ulong st_latency_sum_ms;
+    atomic_ulong st_pending, st_given_up;
+    atomic_ulong st_in_flight;
+    atomic_ulong st_token_fetches;
 
     /* Start-up handshake: the reader is opened on the dispatcher thread, as
      * LMDB read transactions belong to the thread that made them. */
@@ -111,6 +131,8 @@ struct webhook_dispatcher {
     uint64_t rng;
     bool rescan;
     int64_t next_pass_us;
+    int64_t pass_not_before_us; /* a rescan waits for this (slow passes) */
+    int64_t last_count_us;
     int64_t stop_deadline_us;
 };
 
@@ -337,11 +359,14 @@ static int update_hook(storage_txn_t *txn, const job_t *j)
             set_int(root, "failing_since_us", j->now_us);
             break;
         }
-        if (j->now_us - failing_since < FAILING_LIMIT_US)
+        if (j->now_us - failing_since < j->d->failing_limit_us)
             goto out;
+        char reason[128];
+        snprintf(reason, sizeof reason,
+                 "deliveries failed for %" PRId64 " hours without one success",
+                 j->d->failing_limit_us / 3600000000);
         json_object_set_new(root, "is_active", json_false());
-        json_object_set_new(root, "deactivated_reason",
-                            json_string("deliveries failed for 5 days without one success"));
+        json_object_set_new(root, "deactivated_reason", json_string(reason));
         break;
     case HOOK_DEACTIVATE:
         json_object_set_new(root, "is_active", json_false());
@@ -485,6 +510,25 @@ typedef struct attempt_result {
     int64_t start_us;
 } attempt_result_t;
 
+/* Counts an attempt by outcome and, when it got an answer, its round trip
+ * (duration_ms UINT32_MAX: no answer, so no latency to count). */
+static void count_attempt(webhook_dispatcher_t *d, uint8_t outcome, uint32_t duration_ms)
+{
+    if (outcome == STORAGE_OUTCOME_DELIVERED)
+        atomic_fetch_add(&d->st_delivered, 1);
+    else if (outcome == STORAGE_OUTCOME_RETRY)
+        atomic_fetch_add(&d->st_retried, 1);
+    else
+        atomic_fetch_add(&d->st_failed, 1);
+    if (duration_ms == UINT32_MAX)
+        return;
+    size_t b = 0;
+    while (b < WEBHOOK_LATENCY_BUCKETS - 1 && duration_ms > webhook_latency_bounds_ms[b])
+        b++;
+    atomic_fetch_add(&d->st_latency[b], 1);
+    atomic_fetch_add(&d->st_latency_sum_ms, duration_ms);
+}
+
 /* Decides what an attempt means for its delivery and queues the write. */
 static void finish_attempt(webhook_dispatcher_t *d, const storage_delivery_t *dl,
                            const attempt_result_t *r)
@@ -494,6 +538,7 @@ static void finish_attempt(webhook_dispatcher_t *d, const storage_delivery_t *dl
     uint32_t n = dl->attempts + 1;
     uint32_t duration_ms = (uint32_t)((now - r->start_us) / 1000);
     bool ok = r->error == NULL && r->status >= 200 && r->status < 300;
+    bool test = dl->engagement_seq == WEBHOOK_TEST_SEQ;
     int64_t delay_us = 0;
 
     j->log_attempt = true;
@@ -517,7 +562,11 @@ static void finish_attempt(webhook_dispatcher_t *d, const storage_delivery_t *dl
     j->next_delivery = *dl;
     j->next_delivery.attempts = n;
     j->next_delivery.last_status = (int32_t)r->status;
-    if (ok) {
+    if (test) {
+        /* A test event is one attempt whose outcome is read from the log;
+         * it says nothing about how the webhook's real deliveries fare. */
+        j->attempt.outcome = ok ? STORAGE_OUTCOME_DELIVERED : STORAGE_OUTCOME_FAILED;
+    } else if (ok) {
         j->attempt.outcome = STORAGE_OUTCOME_DELIVERED;
         j->update = HOOK_SUCCESS;
     } else if (r->status == 410) {
@@ -540,6 +589,8 @@ static void finish_attempt(webhook_dispatcher_t *d, const storage_delivery_t *dl
         j->next_delivery.due_us = STORAGE_DUE_FAILED;
         j->update = HOOK_FAILURE;
     }
+
+    count_attempt(d, j->attempt.outcome, r->status > 0 || ok ? duration_ms : UINT32_MAX);
 
     char got[32];
     if (r->status > 0)
@@ -572,6 +623,33 @@ static void drop_delivery(webhook_dispatcher_t *d, const storage_delivery_t *dl,
 
     LOG(d, WEBHOOK_LOG_INFO, "webhook %s delivery %" PRIu64 ": dropped, %s", dl->webhook_guid,
         dl->id, why);
+    job_submit(d, j);
+}
+
+/* A pending delivery of a webhook that was switched off is not attempted but
+ * kept as failed, with a line in its log, so that a recovery after the
+ * webhook is switched on again can send it. */
+static void park_delivery(webhook_dispatcher_t *d, const storage_delivery_t *dl)
+{
+    job_t *j = job_new(d, dl, webhook__now_us());
+
+    j->keep = true;
+    j->next_delivery = *dl;
+    j->next_delivery.due_us = STORAGE_DUE_FAILED;
+    j->log_attempt = true;
+    snprintf(j->attempt.webhook_guid, sizeof j->attempt.webhook_guid, "%s", dl->webhook_guid);
+    j->attempt.time_us = j->now_us;
+    j->attempt.delivery_id = dl->id;
+    j->attempt.engagement_seq = dl->engagement_seq;
+    j->attempt.attempt = dl->attempts;
+    j->attempt.outcome = STORAGE_OUTCOME_FAILED;
+    snprintf(j->error, sizeof j->error, "not sent: the webhook is not active");
+    j->attempt.error.ptr = j->error;
+    j->attempt.error.len = strlen(j->error);
+    j->attempt.response.ptr = j->response;
+    atomic_fetch_add(&d->st_failed, 1);
+    LOG(d, WEBHOOK_LOG_INFO, "webhook %s delivery %" PRIu64 ": marked failed unsent, %s",
+        dl->webhook_guid, dl->id, "its webhook is not active");
     job_submit(d, j);
 }
 
@@ -637,6 +715,7 @@ static void transfer_unlink(webhook_dispatcher_t *d, transfer_t *t)
     curl_multi_remove_handle(d->multi, t->easy);
     endpoint_release(d, t->host);
     d->n_transfers--;
+    atomic_store(&d->st_in_flight, d->n_transfers);
 }
 
 static struct curl_slist *add_header(struct curl_slist *list, const char *name, const char *value)
@@ -728,6 +807,7 @@ static void start_attempt(webhook_dispatcher_t *d, storage_txn_t *txn, const sto
     attempt_result_t fail = {.start_us = webhook__now_us()};
     char err[ERROR_KEEP + 1];
     char msg_id[37];
+    char test_id[32];
     char ts[24];
     char sig[2 * WEBHOOK_SIGNATURE_MAX + 2];
     const char *tags = NULL;
@@ -735,7 +815,12 @@ static void start_attempt(webhook_dispatcher_t *d, storage_txn_t *txn, const sto
     transfer_t *t = NULL;
     int rc;
 
-    rc = storage_engagement_get(txn, dl->engagement_seq, &e);
+    if (dl->engagement_seq == WEBHOOK_TEST_SEQ) {
+        memset(&e, 0, sizeof e);
+        rc = STORAGE_OK;
+    } else {
+        rc = storage_engagement_get(txn, dl->engagement_seq, &e);
+    }
     if (rc == STORAGE_NOTFOUND) {
         /* Past retention: there is nothing left to send, ever. */
         job_t *j = job_new(d, dl, fail.start_us);
@@ -759,7 +844,8 @@ static void start_attempt(webhook_dispatcher_t *d, storage_txn_t *txn, const sto
     /* TODO: tags are read from the link at each attempt, so editing a link's
      * tags (or the webhook's fetch_tags, or the public URL) between attempts
      * changes the body of a retry; storing the body at fan-out would not. */
-    if (w->fetch_tags && storage_link_get(txn, e.code, strlen(e.code), &link) == STORAGE_OK) {
+    if (dl->engagement_seq != WEBHOOK_TEST_SEQ && w->fetch_tags &&
+        storage_link_get(txn, e.code, strlen(e.code), &link) == STORAGE_OK) {
         tags = link.tags.ptr;
         tags_len = link.tags.len;
     }
@@ -768,13 +854,18 @@ static void start_attempt(webhook_dispatcher_t *d, storage_txn_t *txn, const sto
     t->d = d;
     t->delivery = *dl;
     snprintf(t->host, sizeof t->host, "%s", h->host);
-    t->body =
-        webhook_payload(&(webhook_payload_ctx_t){d->public_url, d->domain}, w, &e, tags, tags_len);
-
     /* The id is the event's, so a receiver deduplicates across attempts; the
      * timestamp is this attempt's, so a late retry still passes a receiver's
      * freshness window. */
-    webhook_uuid_format(e.event_id, msg_id);
+    if (dl->engagement_seq == WEBHOOK_TEST_SEQ) {
+        webhook_test_msg_id(dl->id, test_id);
+        snprintf(msg_id, sizeof msg_id, "%s", test_id);
+        t->body = webhook_test_payload(w, msg_id, fail.start_us);
+    } else {
+        webhook_uuid_format(e.event_id, msg_id);
+        t->body = webhook_payload(&(webhook_payload_ctx_t){d->public_url, d->domain}, w, &e, tags,
+                                  tags_len);
+    }
     int64_t now_s = fail.start_us / 1000000;
     snprintf(ts, sizeof ts, "%" PRId64, now_s);
     if (sign_all(w, msg_id, now_s, t->body, strlen(t->body), fail.start_us, sig, sizeof sig) != 0) {
@@ -813,6 +904,7 @@ static void start_attempt(webhook_dispatcher_t *d, storage_txn_t *txn, const sto
         d->transfers->prev = t;
     d->transfers = t;
     d->n_transfers++;
+    atomic_store(&d->st_in_flight, d->n_transfers);
     endpoint_get(d, t->host)->in_flight++;
     busy_add(d, dl->id);
     LOG(d, WEBHOOK_LOG_DEBUG, "webhook %s delivery %" PRIu64 " attempt %" PRIu32 ": sending",
@@ -989,6 +1081,8 @@ static void start_token_fetch(webhook_dispatcher_t *d, token_t *tk, const webhoo
         d->transfers->prev = t;
     d->transfers = t;
     d->n_transfers++;
+    atomic_store(&d->st_in_flight, d->n_transfers);
+    atomic_fetch_add(&d->st_token_fetches, 1);
     tk->fetching = true;
 }
 
@@ -1057,7 +1151,8 @@ typedef struct pass {
     webhook_dispatcher_t *d;
     storage_txn_t *txn;
     int64_t now_us;
-    int64_t next_due_us;
+    bool retries;       /* this walk takes retries; the first takes first attempts */
+    size_t retries_due; /* retries the first walk passed over */
 } pass_t;
 
 static int on_due(void *ctx, const storage_delivery_t *dl)
@@ -1066,6 +1161,14 @@ static int on_due(void *ctx, const storage_delivery_t *dl)
     webhook_dispatcher_t *d = p->d;
     hook_t *h;
 
+    /* First attempts get the free slots before retries do: a backlog of
+     * retries (earlier due, so first in the walk) for endpoints that keep
+     * failing must not hold back fresh engagements. */
+    if ((dl->attempts > 0) != p->retries) {
+        if (dl->attempts > 0)
+            p->retries_due++;
+        return 0;
+    }
     if (busy_has(d, dl->id))
         return 0;
     h = hooks_find(d, dl->webhook_guid);
@@ -1075,8 +1178,8 @@ static int on_due(void *ctx, const storage_delivery_t *dl)
     }
     if (h->broken)
         return 0;
-    if (!h->w.is_active) {
-        drop_delivery(d, dl, "its webhook is not active");
+    if (!h->w.is_active && dl->engagement_seq != WEBHOOK_TEST_SEQ) {
+        park_delivery(d, dl);
         return 0;
     }
     /* Per-endpoint cap first, and skip rather than stop: a slow endpoint
@@ -1107,23 +1210,25 @@ static int on_due(void *ctx, const storage_delivery_t *dl)
     return 0;
 }
 
-/* Finds when the next pass is needed: the earliest pending delivery that is
- * not already being handled. Failed ones sort last (due = UINT64_MAX). */
-static int on_any_delivery(void *ctx, const storage_delivery_t *dl)
+/* Refreshes the queue depth for the metrics, at most once a second: it
+ * walks the failed deliveries. */
+static void count_queue(webhook_dispatcher_t *d, storage_txn_t *txn, int64_t now_us)
 {
-    pass_t *p = ctx;
+    uint64_t pending, failed;
 
-    if (dl->due_us == STORAGE_DUE_FAILED)
-        return 1;
-    if ((int64_t)dl->due_us <= p->now_us || busy_has(p->d, dl->id))
-        return 0;
-    p->next_due_us = (int64_t)dl->due_us;
-    return 1;
+    if (now_us - d->last_count_us < COUNT_EVERY_US)
+        return;
+    d->last_count_us = now_us;
+    if (storage_delivery_count(txn, &pending, &failed) != STORAGE_OK)
+        return;
+    atomic_store(&d->st_pending, pending);
+    atomic_store(&d->st_given_up, failed);
 }
 
 static void send_pass(webhook_dispatcher_t *d)
 {
     pass_t p = {.d = d, .now_us = webhook__now_us()};
+    uint64_t next_due;
     int rc;
 
     d->rescan = false;
@@ -1142,13 +1247,19 @@ static void send_pass(webhook_dispatcher_t *d)
      * a full endpoint; per-endpoint queues would make a large backlog for
      * one dead endpoint cheap to skip. */
     rc = storage_delivery_scan_due(p.txn, (uint64_t)p.now_us, on_due, &p);
+    if (rc == STORAGE_OK && p.retries_due > 0) {
+        p.retries = true;
+        rc = storage_delivery_scan_due(p.txn, (uint64_t)p.now_us, on_due, &p);
+    }
     if (rc != STORAGE_OK && rc != 1)
         LOG(d, WEBHOOK_LOG_WARN, "dispatcher: reading due deliveries: %s", storage_strerror());
 
-    p.next_due_us = 0;
-    storage_delivery_scan_all(p.txn, on_any_delivery, &p);
-    if (p.next_due_us != 0 && p.next_due_us < d->next_pass_us)
-        d->next_pass_us = p.next_due_us;
+    /* The next pass comes when the next delivery falls due; those already
+     * due and held back come back with the completion that frees a slot. */
+    if (storage_delivery_next_due(p.txn, (uint64_t)p.now_us + 1, &next_due) == STORAGE_OK &&
+        (int64_t)next_due < d->next_pass_us)
+        d->next_pass_us = (int64_t)next_due;
+    count_queue(d, p.txn, p.now_us);
 
 out:
     /* A failed token fetch has now been reported to every delivery that was
@@ -1157,6 +1268,12 @@ out:
         d->tokens[i]->error[0] = '\0';
     hooks_clear(d);
     storage_reader_end(d->reader);
+
+    int64_t took = webhook__now_us() - p.now_us;
+    d->pass_not_before_us = 0;
+    if (took > PASS_SLOW_US)
+        d->pass_not_before_us =
+            p.now_us + (4 * took < PASS_GAP_MAX_US ? 4 * took : PASS_GAP_MAX_US);
 }
 
 /* ---- fan-out ---- */
@@ -1334,8 +1451,10 @@ static int poll_timeout_ms(const webhook_dispatcher_t *d)
      * wake the poll themselves; the deadline bounds the wait. */
     if (atomic_load(&d->stopping))
         wait_us = d->stop_deadline_us - now;
-    else if (d->rescan || atomic_load(&d->fanout_wanted))
+    else if (atomic_load(&d->fanout_wanted) || atomic_load(&d->poke_wanted))
         return 0;
+    else if (d->rescan && d->pass_not_before_us < d->next_pass_us)
+        wait_us = d->pass_not_before_us - now;
     else
         wait_us = d->next_pass_us - now;
     if (wait_us <= 0)
@@ -1382,7 +1501,12 @@ static void *run(void *arg)
         } else {
             if (atomic_exchange(&d->fanout_wanted, false))
                 fanout_all(d);
-            if (d->rescan || now >= d->next_pass_us)
+            /* A poke is a user waiting (a test send, a resend): no delay. */
+            if (atomic_exchange(&d->poke_wanted, false)) {
+                d->rescan = true;
+                d->pass_not_before_us = 0;
+            }
+            if ((d->rescan && now >= d->pass_not_before_us) || now >= d->next_pass_us)
                 send_pass(d);
         }
         curl_multi_perform(d->multi, &running);
@@ -1453,6 +1577,9 @@ static void copy_options(webhook_dispatcher_t *d, const webhook_dispatcher_optio
         d->opts.max_in_flight = 256;
     if (d->opts.max_per_endpoint == 0)
         d->opts.max_per_endpoint = 8;
+    if (d->opts.deactivate_after_hours == 0)
+        d->opts.deactivate_after_hours = FAILING_LIMIT_HOURS;
+    d->failing_limit_us = (int64_t)d->opts.deactivate_after_hours * 3600 * 1000000;
 }
 
 webhook_dispatcher_t *webhook_dispatcher_start(const webhook_dispatcher_options_t *opts, char *err,
@@ -1478,6 +1605,7 @@ webhook_dispatcher_t *webhook_dispatcher_start(const webhook_dispatcher_options_
     copy_options(d, opts);
     atomic_init(&d->stopping, false);
     atomic_init(&d->fanout_wanted, false);
+    atomic_init(&d->poke_wanted, false);
     if (RAND_bytes((unsigned char *)&d->rng, sizeof d->rng) != 1 || d->rng == 0)
         d->rng = (uint64_t)webhook__now_us() | 1;
 
@@ -1520,6 +1648,31 @@ void webhook_dispatcher_wake(void *dispatcher, uint64_t last_seq)
         return;
     atomic_store(&d->fanout_wanted, true);
     curl_multi_wakeup(d->multi);
+}
+
+void webhook_dispatcher_poke(webhook_dispatcher_t *d)
+{
+    if (d == NULL)
+        return;
+    atomic_store(&d->poke_wanted, true);
+    curl_multi_wakeup(d->multi);
+}
+
+void webhook_dispatcher_stats(webhook_dispatcher_t *d, webhook_stats_t *out)
+{
+    memset(out, 0, sizeof *out);
+    if (d == NULL)
+        return;
+    out->delivered = atomic_load(&d->st_delivered);
+    out->retried = atomic_load(&d->st_retried);
+    out->failed = atomic_load(&d->st_failed);
+    for (size_t i = 0; i < WEBHOOK_LATENCY_BUCKETS; i++)
+        out->latency[i] = atomic_load(&d->st_latency[i]);
+    out->latency_sum_ms = atomic_load(&d->st_latency_sum_ms);
+    out->pending = atomic_load(&d->st_pending);
+    out->given_up = atomic_load(&d->st_given_up);
+    out->in_flight = atomic_load(&d->st_in_flight);
+    out->token_fetches = atomic_load(&d->st_token_fetches);
 }
 
 void webhook_dispatcher_stop(webhook_dispatcher_t *d)

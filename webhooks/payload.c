@@ -217,3 +217,29 @@ char *webhook_payload(const webhook_payload_ctx_t *ctx, const webhook_t *w,
         abort();
     return out;
 }
+
+void webhook_test_msg_id(uint64_t delivery_id, char out[32])
+{
+    snprintf(out, 32, "test_%" PRIu64, delivery_id);
+}
+
+char *webhook_test_payload(const webhook_t *w, const char *msg_id, int64_t time_us)
+{
+    char ts[40], datetime[40];
+    json_t *root = json_object();
+    char *out;
+
+    format_times(time_us, ts, sizeof ts, datetime, sizeof datetime);
+    json_object_set_new(root, "event_type", json_string("test"));
+    json_object_set_new(root, "event_id", text(msg_id, strlen(msg_id)));
+    json_object_set_new(root, "timestamp", json_string(ts));
+    json_object_set_new(root, "datetime", json_string(datetime));
+    json_object_set_new(root, "webhook_guid", text(w->guid, strlen(w->guid)));
+    json_object_set_new(root, "organization_guid",
+                        text(w->organization_guid, strlen(w->organization_guid)));
+    out = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(root);
+    if (out == NULL)
+        abort();
+    return out;
+}

@@ -221,23 +221,30 @@ out:
 bool webhook__url_host(const char *url, char *out, size_t outlen)
 {
     CURLU *u = curl_url();
-    char *host = NULL;
+    char *scheme = NULL, *host = NULL, *port = NULL;
     bool ok = false;
 
     if (u == NULL || outlen == 0)
         goto out;
     if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK)
         goto out;
-    if (curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK)
+    /* An endpoint is an origin: two receivers on one host but different
+     * ports or schemes are different servers and must not share a cap. */
+    if (curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) != CURLUE_OK)
         goto out;
-    size_t i = 0;
-    for (; host[i] != '\0' && i + 1 < outlen; i++)
-        out[i] = (char)tolower((unsigned char)host[i]);
-    out[i] = '\0';
+    int n = snprintf(out, outlen, "%s://%s:%s", scheme, host, port);
+    if (n < 0 || (size_t)n >= outlen)
+        goto out;
+    for (size_t i = 0; out[i] != '\0'; i++)
+        out[i] = (char)tolower((unsigned char)out[i]);
     ok = true;
 
 out:
+    curl_free(scheme);
     curl_free(host);
+    curl_free(port);
     curl_url_cleanup(u);
     return ok;
 }

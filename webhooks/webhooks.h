@@ -90,6 +90,10 @@ typedef struct webhook_payload_ctx {
  * JSON array text or NULL. */
 char *webhook_payload(const webhook_payload_ctx_t *ctx, const webhook_t *w,
                       const storage_engagement_t *e, const char *tags, size_t tags_len);
+/* The body of a test event (POST /v4/webhooks/{guid}/verify), malloc'd:
+ * {"event_type": "test", "event_id": msg_id, "timestamp", "webhook_guid",
+ * "organization_guid"}, keys in a fixed order. */
+char *webhook_test_payload(const webhook_t *w, const char *msg_id, int64_t time_us);
 /* Formats a 16-byte UUID as 36 chars + NUL. */
 void webhook_uuid_format(const uint8_t id[16], char out[37]);
 
@@ -105,12 +109,37 @@ typedef struct webhook_dispatcher_options {
     webhook_net_policy_t policy;
     const uint32_t *retry_delays_s; /* delay before retry 1, 2, ...; NULL: DESIGN.md's */
     size_t n_retry_delays;
-    long connect_timeout_ms;   /* 0: 5000 */
-    long total_timeout_ms;     /* 0: 15000 */
-    unsigned max_in_flight;    /* 0: 256 */
-    unsigned max_per_endpoint; /* 0: 8 */
+    long connect_timeout_ms;         /* 0: 5000 */
+    long total_timeout_ms;           /* 0: 15000 */
+    unsigned max_in_flight;          /* 0: 256 */
+    unsigned max_per_endpoint;       /* 0: 8, per origin (scheme, host, port) */
+    unsigned deactivate_after_hours; /* failing this long without a success; 0: 120 */
     void (*log)(int level, const char *fmt, ...);
 } webhook_dispatcher_options_t;
+
+/* A delivery with this engagement sequence is a test event, not an
+ * engagement: one attempt, then delivered or failed, whatever the webhook's
+ * state, and it never changes the webhook's failure streak. */
+#define WEBHOOK_TEST_SEQ 0
+/* The webhook-id of a test delivery: "test_" + the delivery id in decimal. */
+void webhook_test_msg_id(uint64_t delivery_id, char out[32]);
+
+/* Attempt round trips are counted in these buckets (upper bounds in ms); the
+ * last bucket is everything slower. */
+#define WEBHOOK_LATENCY_BUCKETS 12
+extern const uint32_t webhook_latency_bounds_ms[WEBHOOK_LATENCY_BUCKETS - 1];
+
+typedef struct webhook_stats {
+    uint64_t delivered;                        /* attempts that ended in a 2xx, since start */
+    uint64_t retried;                          /* failed attempts with another one scheduled */
+    uint64_t failed;                           /* failed attempts that gave their delivery up */
+    uint64_t latency[WEBHOOK_LATENCY_BUCKETS]; /* attempts per bucket, not cumulative */
+    uint64_t latency_sum_ms;
+    uint64_t pending;   /* deliveries waiting (due or scheduled), at the last count */
+    uint64_t given_up;  /* deliveries marked failed and kept for a resend, likewise */
+    uint64_t in_flight; /* requests under way, token requests included */
+    uint64_t token_fetches;
+} webhook_stats_t;
 
 /* Starts the dispatcher thread. It resumes every due delivery found in storage.
  * Needs the storage writer running. */
@@ -119,6 +148,13 @@ webhook_dispatcher_t *webhook_dispatcher_start(const webhook_dispatcher_options_
 /* Tells the dispatcher new engagements are committed. Thread-safe, never
  * blocks; fits storage_options_t.on_commit. */
 void webhook_dispatcher_wake(void *dispatcher, uint64_t last_seq);
+/* Tells the dispatcher deliveries were written outside fan-out (a resend, a
+ * recovery, a test event) and are due. Thread-safe, never blocks; NULL is
+ * ignored. */
+void webhook_dispatcher_poke(webhook_dispatcher_t *d);
+/* A snapshot of the counters; any thread. The queue depth is counted by the
+ * dispatcher at most once a second. */
+void webhook_dispatcher_stats(webhook_dispatcher_t *d, webhook_stats_t *out);
 /* Lets in-flight attempts finish (up to the total timeout) and joins. */
 void webhook_dispatcher_stop(webhook_dispatcher_t *d);
 

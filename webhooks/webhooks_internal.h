@@ -33,8 +33,9 @@ bool webhook__addr_allowed(const struct sockaddr *sa, const webhook_net_policy_t
 /* Wall-clock time in microseconds since the Unix epoch. */
 int64_t webhook__now_us(void);
 
-/* The host part of an http(s) URL, lowercased, into out; false when the URL
- * does not parse. Used to group deliveries per endpoint. */
+/* The origin of an http(s) URL, "scheme://host:port" lowercased with the
+ * default port filled in, into out; false when the URL does not parse. Used
+ * to group deliveries per endpoint. */
 bool webhook__url_host(const char *url, char *out, size_t outlen);
 
 #endif

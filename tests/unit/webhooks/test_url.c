@@ -168,7 +168,12 @@ static void webhook_url_host_lowercases(void **state)
     char host[64];
 
     assert_true(webhook__url_host("https://CRM.Example:8443/x", host, sizeof host));
-    assert_string_equal(host, "crm.example");
+    assert_string_equal(host, "https://crm.example:8443");
+    assert_true(webhook__url_host("http://crm.example/x", host, sizeof host));
+    assert_string_equal(host, "http://crm.example:80");
+    /* Two ports on one host are two endpoints, each with its own cap. */
+    assert_true(webhook__url_host("http://127.0.0.1:9001/a", host, sizeof host));
+    assert_string_equal(host, "http://127.0.0.1:9001");
     assert_false(webhook__url_host("not a url", host, sizeof host));
 }
 
