@@ -33,6 +33,9 @@ enum {
     OPT_RETRY_DELAYS,
     OPT_CONNECT_TIMEOUT,
     OPT_TIMEOUT,
+    OPT_MAX_IN_FLIGHT,
+    OPT_MAX_PER_ENDPOINT,
+    OPT_DEACTIVATE_AFTER,
     OPT_MAX_BODY,
     OPT_LOG_LEVEL,
     OPT_ADMIN_TOKEN_FILE,
@@ -75,6 +78,11 @@ static const flag_t flags[] = {
      "seconds before each retry, comma-separated (5,300,1800,7200,18000,36000,36000)"},
     {"webhook-connect-timeout-ms", OPT_CONNECT_TIMEOUT, true, "webhook connect timeout (5000)"},
     {"webhook-timeout-ms", OPT_TIMEOUT, true, "webhook attempt timeout in all (15000)"},
+    {"webhook-max-in-flight", OPT_MAX_IN_FLIGHT, true, "webhook requests under way at once (256)"},
+    {"webhook-max-per-endpoint", OPT_MAX_PER_ENDPOINT, true,
+     "webhook requests under way at once to one origin (8)"},
+    {"webhook-deactivate-after-hours", OPT_DEACTIVATE_AFTER, true,
+     "deactivate a webhook failing this long without one success (120)"},
     {"max-body", OPT_MAX_BODY, true, "largest API request body in bytes (262144)"},
     {"log-level", OPT_LOG_LEVEL, true, "error, warn, info or debug (info)"},
     {"admin-token-file", OPT_ADMIN_TOKEN_FILE, true,
@@ -273,6 +281,21 @@ static int apply(config_t *cfg, int id, const char *v, char *err, size_t errlen)
         if (!parse_ulong(v, 1, 600000, &n))
             return fail(err, errlen, "--webhook-timeout-ms %s: expected 1 to 600000", v);
         cfg->webhook_timeout_ms = (long)n;
+        return 0;
+    case OPT_MAX_IN_FLIGHT:
+        if (!parse_ulong(v, 1, 65536, &n))
+            return fail(err, errlen, "--webhook-max-in-flight %s: expected 1 to 65536", v);
+        cfg->webhook_max_in_flight = (unsigned)n;
+        return 0;
+    case OPT_MAX_PER_ENDPOINT:
+        if (!parse_ulong(v, 1, 65536, &n))
+            return fail(err, errlen, "--webhook-max-per-endpoint %s: expected 1 to 65536", v);
+        cfg->webhook_max_per_endpoint = (unsigned)n;
+        return 0;
+    case OPT_DEACTIVATE_AFTER:
+        if (!parse_ulong(v, 1, 24 * 365, &n))
+            return fail(err, errlen, "--webhook-deactivate-after-hours %s: expected 1 to 8760", v);
+        cfg->webhook_deactivate_after_hours = (unsigned)n;
         return 0;
     case OPT_MAX_BODY:
         if (!parse_ulong(v, 1024, 64ul << 20, &n))

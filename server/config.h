@@ -52,6 +52,10 @@ typedef struct config {
     size_t n_retry_delays; /* 0: the dispatcher's default schedule */
     long webhook_connect_timeout_ms;
     long webhook_timeout_ms;
+    unsigned webhook_max_in_flight;          /* 0: the dispatcher's default */
+    unsigned webhook_max_per_endpoint;       /* 0: the dispatcher's default */
+    unsigned webhook_deactivate_after_hours; /* 0: the dispatcher's default */
+
     size_t max_body; /* request body limit in bytes */
     log_level_t log_level;
     char admin_token_file[1100];

@@ -337,6 +337,9 @@ static webhook_dispatcher_t *start_dispatcher(app_t *app)
         .n_retry_delays = cfg->n_retry_delays,
         .connect_timeout_ms = cfg->webhook_connect_timeout_ms,
         .total_timeout_ms = cfg->webhook_timeout_ms,
+        .max_in_flight = cfg->webhook_max_in_flight,
+        .max_per_endpoint = cfg->webhook_max_per_endpoint,
+        .deactivate_after_hours = cfg->webhook_deactivate_after_hours,
         .log = log_webhooks,
     };
     char err[512];

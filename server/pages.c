@@ -62,6 +62,41 @@ static size_t put(char *buf, size_t cap, size_t n, const char *name, const char 
     return k > 0 ? n + (size_t)k : n;
 }
 
+/* Webhook attempts by outcome, their round trip as a Prometheus histogram
+ * (cumulative buckets in seconds), the queue of deliveries and what is in
+ * flight. */
+static size_t webhook_metrics(app_t *app, char *buf, size_t cap, size_t n)
+{
+    webhook_stats_t ws;
+    char labels[48];
+    uint64_t cumulative = 0;
+
+    webhook_dispatcher_stats(atomic_load(&app->dispatcher), &ws);
+    n = put(buf, cap, n, "shortlinkd_webhook_attempts_total", "{outcome=\"delivered\"}",
+            ws.delivered);
+    n = put(buf, cap, n, "shortlinkd_webhook_attempts_total", "{outcome=\"retry\"}", ws.retried);
+    n = put(buf, cap, n, "shortlinkd_webhook_attempts_total", "{outcome=\"failed\"}", ws.failed);
+    for (size_t i = 0; i < WEBHOOK_LATENCY_BUCKETS; i++) {
+        cumulative += ws.latency[i];
+        if (i + 1 < WEBHOOK_LATENCY_BUCKETS)
+            snprintf(labels, sizeof(labels), "{le=\"%g\"}", webhook_latency_bounds_ms[i] / 1000.0);
+        else
+            snprintf(labels, sizeof(labels), "{le=\"+Inf\"}");
+        n = put(buf, cap, n, "shortlinkd_webhook_attempt_seconds_bucket", labels, cumulative);
+    }
+    if (n < cap) {
+        int k = snprintf(buf + n, cap - n, "shortlinkd_webhook_attempt_seconds_sum %.3f\n",
+                         ws.latency_sum_ms / 1000.0);
+        n = k > 0 ? n + (size_t)k : n;
+    }
+    n = put(buf, cap, n, "shortlinkd_webhook_attempt_seconds_count", "", cumulative);
+    n = put(buf, cap, n, "shortlinkd_webhook_deliveries_pending", "", ws.pending);
+    n = put(buf, cap, n, "shortlinkd_webhook_deliveries_failed", "", ws.given_up);
+    n = put(buf, cap, n, "shortlinkd_webhook_requests_in_flight", "", ws.in_flight);
+    n = put(buf, cap, n, "shortlinkd_webhook_token_requests_total", "", ws.token_fetches);
+    return n;
+}
+
 int metrics_handle(worker_t *w, h2o_req_t *req)
 {
     const app_metrics_t *m = &w->app->metrics;
@@ -90,6 +125,7 @@ int metrics_handle(worker_t *w, h2o_req_t *req)
     n = put(buf, cap, n, "shortlinkd_queue_depth", "", st.queue_depth);
     n = put(buf, cap, n, "shortlinkd_lmdb_map_used_bytes", "", st.map_used);
     n = put(buf, cap, n, "shortlinkd_lmdb_map_size_bytes", "", st.map_size);
+    n = webhook_metrics(w->app, buf, cap, n);
     if (n > cap)
         n = cap;
     req->res.status = 200;
