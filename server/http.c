@@ -230,11 +230,44 @@ static void wait_quiescent(app_t *app, worker_t *workers, unsigned n)
     }
 }
 
-static time_t file_mtime(const char *path)
+/* What the watcher compares. Updaters replace the file with a rename, which
+ * puts another inode at the path; a modification time in whole seconds misses
+ * a replacement within the same second, or one that keeps its old time (cp -p,
+ * rsync, unpacked archives). The change time moves on every rename, write and
+ * utime, so a file rewritten in place is seen too. */
+typedef struct file_id {
+    bool exists;
+    dev_t dev;
+    ino_t ino;
+    off_t size;
+    struct timespec mtime, ctime;
+} file_id_t;
+
+static file_id_t file_id(const char *path)
 {
     struct stat st;
+    file_id_t id = {0};
 
-    return stat(path, &st) == 0 ? st.st_mtime : 0;
+    if (stat(path, &st) != 0)
+        return id;
+    id.exists = true;
+    id.dev = st.st_dev;
+    id.ino = st.st_ino;
+    id.size = st.st_size;
+    id.mtime = st.st_mtim;
+    id.ctime = st.st_ctim;
+    return id;
+}
+
+static bool same_time(struct timespec a, struct timespec b)
+{
+    return a.tv_sec == b.tv_sec && a.tv_nsec == b.tv_nsec;
+}
+
+static bool same_file(const file_id_t *a, const file_id_t *b)
+{
+    return a->exists == b->exists && a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
+           same_time(a->mtime, b->mtime) && same_time(a->ctime, b->ctime);
 }
 
 /* Opens the GeoIP file again and swaps it in; a broken new file leaves the
@@ -261,19 +294,20 @@ static void reload_geoip(app_t *app, worker_t *workers, unsigned n)
 static void watch(app_t *app, worker_t *workers, unsigned n)
 {
     const char *path = app->cfg->geoip_db;
-    time_t mtime = path[0] != '\0' ? file_mtime(path) : 0;
+    file_id_t seen = path[0] != '\0' ? file_id(path) : (file_id_t){0};
 
     while (!app->stopping) {
         usleep(200000);
         bool changed = false;
         if (path[0] != '\0') {
-            time_t now = file_mtime(path);
+            file_id_t now = file_id(path);
             /* A file being rewritten is picked up once it stops changing. */
-            if (now != 0 && now != mtime) {
+            if (now.exists && !same_file(&now, &seen)) {
                 usleep(200000);
-                changed = file_mtime(path) == now;
+                file_id_t later = file_id(path);
+                changed = same_file(&later, &now);
                 if (changed)
-                    mtime = now;
+                    seen = now;
             }
         }
         if (app->reload || changed) {
