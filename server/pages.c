@@ -97,6 +97,33 @@ static size_t webhook_metrics(app_t *app, char *buf, size_t cap, size_t n)
     return n;
 }
 
+/* Time from click to durable commit as a Prometheus histogram (cumulative
+ * buckets in seconds); storage keeps the per-bucket counts. */
+static size_t click_to_commit(char *buf, size_t cap, size_t n, const storage_stats_t *st)
+{
+    static const char name[] = "shortlinkd_click_to_commit_seconds";
+    unsigned long long cum = 0;
+    char label[48];
+
+    for (unsigned i = 0; i < STORAGE_LATENCY_BUCKETS; i++) {
+        uint64_t le = storage_latency_bucket_le(i);
+        cum += st->click_to_commit[i];
+        if (le == UINT64_MAX)
+            snprintf(label, sizeof(label), "{le=\"+Inf\"}");
+        else
+            snprintf(label, sizeof(label), "{le=\"%llu.%06llu\"}",
+                     (unsigned long long)(le / 1000000), (unsigned long long)(le % 1000000));
+        n = put(buf, cap, n, "shortlinkd_click_to_commit_seconds_bucket", label, cum);
+    }
+    if (n < cap) {
+        int k = snprintf(buf + n, cap - n, "%s_sum %llu.%06llu\n%s_count %llu\n", name,
+                         (unsigned long long)(st->click_to_commit_us_total / 1000000),
+                         (unsigned long long)(st->click_to_commit_us_total % 1000000), name, cum);
+        n = k > 0 ? n + (size_t)k : n;
+    }
+    return n;
+}
+
 int metrics_handle(worker_t *w, h2o_req_t *req)
 {
     const app_metrics_t *m = &w->app->metrics;
@@ -125,6 +152,7 @@ int metrics_handle(worker_t *w, h2o_req_t *req)
     n = put(buf, cap, n, "shortlinkd_queue_depth", "", st.queue_depth);
     n = put(buf, cap, n, "shortlinkd_lmdb_map_used_bytes", "", st.map_used);
     n = put(buf, cap, n, "shortlinkd_lmdb_map_size_bytes", "", st.map_size);
+    n = click_to_commit(buf, cap, n, &st);
     n = webhook_metrics(w->app, buf, cap, n);
     if (n > cap)
         n = cap;

@@ -22,8 +22,28 @@
 
 struct counter_entry {
     uint64_t count;
+    uint64_t hash;
     uint16_t klen;
     uint8_t key[COUNTER_KEY_MAX];
+};
+typedef struct counter_entry counter_entry_t;
+
+/* An entry to sort, with the first 16 bytes of its key big-endian in two words,
+ * so most comparisons settle without following the pointer. */
+typedef struct counter_order {
+    uint64_t k0, k1;
+    counter_entry_t *c;
+} counter_order_t;
+
+/* A group's counter increments, one entry per distinct key: an open-addressing
+ * table of entry numbers over an array of entries, so a click adds to the
+ * entries it shares with earlier clicks of the group instead of appending. */
+struct counter_batch {
+    size_t n, cap;
+    size_t mask;
+    uint32_t *table; /* entry number + 1; 0 is empty */
+    counter_entry_t *entries;
+    counter_order_t *order; /* entries sorted by key, for the writes */
 };
 
 #define ENGAGEMENT_FIXED (1 + 16 + 8 + 3 + 2 + STORAGE_GUID_LEN + 1 + 1 + 2 + 4)
@@ -31,9 +51,38 @@ struct counter_entry {
     (ENGAGEMENT_FIXED + STORAGE_CODE_MAX + STORAGE_REFERRER_MAX + STORAGE_QUERY_MAX +              \
      STORAGE_URL_MAX)
 
-size_t storage__counter_entry_size(void)
+counter_batch_t *storage__counters_new(size_t max_engagements)
 {
-    return sizeof(counter_entry_t);
+    counter_batch_t *b = xcalloc(1, sizeof(*b));
+    size_t slots = 1;
+
+    b->cap = max_engagements * FACETS_PER_ENGAGEMENT;
+    while (slots < b->cap * 2)
+        slots <<= 1;
+    b->mask = slots - 1;
+    b->table = xcalloc(slots, sizeof(*b->table));
+    b->entries = xcalloc(b->cap, sizeof(*b->entries));
+    b->order = xcalloc(b->cap, sizeof(*b->order));
+    return b;
+}
+
+void storage__counters_free(counter_batch_t *b)
+{
+    if (b == NULL)
+        return;
+    free(b->table);
+    free(b->entries);
+    free(b->order);
+    free(b);
+}
+
+void storage__counters_reset(storage_t *s)
+{
+    counter_batch_t *b = s->counters;
+
+    if (b->n > 0)
+        memset(b->table, 0, (b->mask + 1) * sizeof(*b->table));
+    b->n = 0;
 }
 
 static const char *device_name(uint8_t device)
@@ -142,41 +191,86 @@ static int engagement_decode(const MDB_val *key, const MDB_val *val, storage_eng
 
 /* ---- writer side ---- */
 
-static void counter_add(storage_t *s, size_t *n, const char *code, uint32_t hour, uint8_t facet,
-                        const char *value)
+/* Eight bytes at a time, each word mixed in with a multiply; the table only
+ * needs a fair spread of short keys, not a cryptographic hash. */
+static uint64_t key_hash(const uint8_t *p, size_t n)
 {
-    counter_entry_t *c;
-    size_t code_len = strlen(code), vlen = strlen(value);
+    uint64_t h = n * UINT64_C(0x9E3779B97F4A7C15), word;
 
-    /* The array holds FACETS_PER_ENGAGEMENT entries per batch slot, and the
-     * writer never stores more than batch_max engagements per batch. */
-    if (*n >= s->counters_cap)
-        abort();
-    c = &s->counters[(*n)++];
-    c->count = 1;
-    c->key[0] = (uint8_t)code_len;
-    memcpy(c->key + 1, code, code_len);
-    put_be32(c->key + 1 + code_len, hour);
-    c->key[1 + code_len + 4] = facet;
-    memcpy(c->key + 1 + code_len + 5, value, vlen);
-    c->klen = (uint16_t)(1 + code_len + 5 + vlen);
+    for (; n >= 8; p += 8, n -= 8) {
+        memcpy(&word, p, 8);
+        h = (h ^ word) * UINT64_C(0xff51afd7ed558ccd);
+        h ^= h >> 32;
+    }
+    word = 0;
+    memcpy(&word, p, n);
+    h = (h ^ word) * UINT64_C(0xc4ceb9fe1a85ec53);
+    return h ^ (h >> 29);
 }
 
-static void counters_collect(storage_t *s, const storage_engagement_t *e, size_t *n)
+static uint64_t key_word(const uint8_t *key, size_t klen, size_t at)
+{
+    uint8_t b[8] = {0};
+
+    if (at < klen)
+        memcpy(b, key + at, klen - at < 8 ? klen - at : 8);
+    return (uint64_t)get_be32(b) << 32 | get_be32(b + 4);
+}
+
+static void counter_add(counter_batch_t *b, const uint8_t *prefix, size_t plen, uint8_t facet,
+                        const char *value)
+{
+    uint8_t key[COUNTER_KEY_MAX];
+    size_t vlen = strlen(value), klen = plen + 1 + vlen;
+
+    memcpy(key, prefix, plen);
+    key[plen] = facet;
+    memcpy(key + plen + 1, value, vlen);
+    uint64_t h = key_hash(key, klen);
+    for (size_t i = h & b->mask;; i = (i + 1) & b->mask) {
+        uint32_t at = b->table[i];
+        if (at == 0) {
+            /* The table holds FACETS_PER_ENGAGEMENT entries per engagement, and
+             * the writer never stores more than batch_max in a group. */
+            if (b->n >= b->cap)
+                abort();
+            counter_entry_t *c = &b->entries[b->n];
+            c->count = 1;
+            c->hash = h;
+            c->klen = (uint16_t)klen;
+            memcpy(c->key, key, klen);
+            b->table[i] = (uint32_t)++b->n;
+            return;
+        }
+        counter_entry_t *c = &b->entries[at - 1];
+        if (c->hash == h && c->klen == klen && memcmp(c->key, key, klen) == 0) {
+            c->count++;
+            return;
+        }
+    }
+}
+
+static void counters_collect(storage_t *s, const storage_engagement_t *e)
 {
     uint32_t hour = (uint32_t)((e->time_us > 0 ? e->time_us : 0) / INT64_C(3600000000));
+    uint8_t prefix[1 + STORAGE_CODE_MAX + 4];
+    size_t code_len = strlen(e->code);
 
     /* Bots are redirected and logged, but a crawler's preview is not a click. */
     if (e->bot)
         return;
-    counter_add(s, n, e->code, hour, STORAGE_FACET_TOTAL, "");
-    counter_add(s, n, e->code, hour, STORAGE_FACET_COUNTRY, e->country);
-    counter_add(s, n, e->code, hour, STORAGE_FACET_REFERRER, e->referrer);
-    counter_add(s, n, e->code, hour, STORAGE_FACET_DEVICE, device_name(e->device));
-    counter_add(s, n, e->code, hour, STORAGE_FACET_KIND, kind_name(e->kind));
+    prefix[0] = (uint8_t)code_len;
+    memcpy(prefix + 1, e->code, code_len);
+    put_be32(prefix + 1 + code_len, hour);
+    size_t plen = 1 + code_len + 4;
+    counter_add(s->counters, prefix, plen, STORAGE_FACET_TOTAL, "");
+    counter_add(s->counters, prefix, plen, STORAGE_FACET_COUNTRY, e->country);
+    counter_add(s->counters, prefix, plen, STORAGE_FACET_REFERRER, e->referrer);
+    counter_add(s->counters, prefix, plen, STORAGE_FACET_DEVICE, device_name(e->device));
+    counter_add(s->counters, prefix, plen, STORAGE_FACET_KIND, kind_name(e->kind));
 }
 
-int storage__engagement_store(storage_txn_t *txn, storage_engagement_t *e, size_t *ncounters)
+int storage__engagement_store(storage_txn_t *txn, storage_engagement_t *e)
 {
     storage_t *s = txn->s;
     storage_link_t link;
@@ -201,13 +295,19 @@ int storage__engagement_store(storage_txn_t *txn, storage_engagement_t *e, size_
     rc = mdb_put(txn->txn, s->dbi[DB_ENGAGEMENTS], &k, &v, MDB_APPEND);
     if (rc != 0)
         return storage__fail(rc, "append to", "engagements");
-    counters_collect(s, e, ncounters);
+    counters_collect(s, e);
     return STORAGE_OK;
 }
 
 static int counter_cmp(const void *a, const void *b)
 {
-    const counter_entry_t *x = a, *y = b;
+    const counter_order_t *p = a, *q = b;
+
+    if (p->k0 != q->k0)
+        return p->k0 < q->k0 ? -1 : 1;
+    if (p->k1 != q->k1)
+        return p->k1 < q->k1 ? -1 : 1;
+    const counter_entry_t *x = p->c, *y = q->c;
     size_t n = x->klen < y->klen ? x->klen : y->klen;
     int c = memcmp(x->key, y->key, n);
 
@@ -216,14 +316,16 @@ static int counter_cmp(const void *a, const void *b)
     return (int)x->klen - (int)y->klen;
 }
 
-static int counter_increment(storage_txn_t *txn, const counter_entry_t *c)
+/* One descent per counter: the cursor finds the key and overwrites the value in
+ * place, or inserts where it stopped. */
+static int counter_increment(MDB_cursor *cur, const counter_entry_t *c)
 {
-    MDB_dbi dbi = txn->s->dbi[DB_COUNTERS];
     MDB_val k = {c->klen, (void *)c->key}, v;
     uint64_t count = 0;
     uint8_t buf[9];
     wbuf_t w = {buf, 0, sizeof(buf)};
-    int rc = mdb_get(txn->txn, dbi, &k, &v);
+    unsigned flags = 0;
+    int rc = mdb_cursor_get(cur, &k, &v, MDB_SET_KEY);
 
     if (rc == 0) {
         rbuf_t r = {v.mv_data, v.mv_size, false};
@@ -231,6 +333,7 @@ static int counter_increment(storage_txn_t *txn, const counter_entry_t *c)
             return storage__damaged("counters");
         }
         count = rb_u64(&r);
+        flags = MDB_CURRENT;
     } else if (rc != MDB_NOTFOUND) {
         return storage__fail(rc, "read", "counters");
     }
@@ -238,31 +341,33 @@ static int counter_increment(storage_txn_t *txn, const counter_entry_t *c)
     wb_u64(&w, count + c->count);
     v.mv_data = buf;
     v.mv_size = sizeof(buf);
-    rc = mdb_put(txn->txn, dbi, &k, &v, 0);
+    rc = mdb_cursor_put(cur, &k, &v, flags);
     return rc == 0 ? STORAGE_OK : storage__fail(rc, "update", "counters");
 }
 
-int storage__counters_apply(storage_txn_t *txn, size_t n)
+int storage__counters_apply(storage_txn_t *txn)
 {
-    counter_entry_t *c = txn->s->counters;
-    size_t out = 0;
+    counter_batch_t *b = txn->s->counters;
+    MDB_cursor *cur;
+    int ret = STORAGE_OK, rc;
 
-    if (n == 0)
+    if (b->n == 0)
         return STORAGE_OK;
-    /* Sorting merges the batch's duplicates into one increment each and makes
-     * the puts run in key order, which touches each page once. */
-    qsort(c, n, sizeof(*c), counter_cmp);
-    for (size_t i = 1; i < n; i++) {
-        if (counter_cmp(&c[out], &c[i]) == 0)
-            c[out].count += c[i].count;
-        else
-            c[++out] = c[i];
+    /* Writing in key order touches each page once and keeps the cursor close
+     * to its next key. */
+    /* Zero padding sorts a key before its extensions, as memcmp order does. */
+    for (size_t i = 0; i < b->n; i++) {
+        counter_entry_t *c = &b->entries[i];
+        b->order[i] = (counter_order_t){key_word(c->key, c->klen, 0),
+                                        key_word(c->key, c->klen, 8), c};
     }
-    for (size_t i = 0; i <= out; i++) {
-        if (counter_increment(txn, &c[i]) != STORAGE_OK)
-            return STORAGE_ERROR;
-    }
-    return STORAGE_OK;
+    qsort(b->order, b->n, sizeof(*b->order), counter_cmp);
+    if ((rc = mdb_cursor_open(txn->txn, txn->s->dbi[DB_COUNTERS], &cur)) != 0)
+        return storage__fail(rc, "open a cursor on", "counters");
+    for (size_t i = 0; i < b->n && ret == STORAGE_OK; i++)
+        ret = counter_increment(cur, b->order[i].c);
+    mdb_cursor_close(cur);
+    return ret;
 }
 
 uint64_t storage__last_engagement_seq(storage_txn_t *txn)

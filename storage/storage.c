@@ -431,6 +431,9 @@ void storage_get_stats(storage_t *s, storage_stats_t *out)
     out->last_batch = atomic_load(&s->st_last_batch);
     out->commit_us_total = atomic_load(&s->st_commit_us);
     out->queue_depth = enq > deq ? enq - deq : 0;
+    for (unsigned i = 0; i < STORAGE_LATENCY_BUCKETS; i++)
+        out->click_to_commit[i] = atomic_load_explicit(&s->st_latency[i], memory_order_relaxed);
+    out->click_to_commit_us_total = atomic_load_explicit(&s->st_latency_us, memory_order_relaxed);
     if (mdb_env_info(s->env, &info) == 0 && mdb_env_stat(s->env, &st) == 0) {
         out->map_used = ((uint64_t)info.me_last_pgno + 1) * st.ms_psize;
         out->map_size = info.me_mapsize;

@@ -67,8 +67,9 @@ typedef struct queued_engagement {
 
 typedef struct storage_job storage_job_t;
 
-/* Writer-side scratch for one batch of counter increments. */
-typedef struct counter_entry counter_entry_t;
+/* Writer-side scratch for one batch of counter increments, aggregated by key
+ * (engagements.c). */
+typedef struct counter_batch counter_batch_t;
 
 struct storage {
     MDB_env *env;
@@ -97,8 +98,9 @@ struct storage {
 
     /* Writer-owned state. */
     uint64_t next_seq;
-    counter_entry_t *counters;
-    size_t counters_cap;
+    counter_batch_t *counters;
+    int64_t *batch_times; /* click times of the engagements in the open group */
+    size_t batch_times_len;
     char *scratch_query;  /* STORAGE_QUERY_MAX bytes */
     char *scratch_record; /* one encoded engagement, allocated on first use */
 
@@ -110,6 +112,8 @@ struct storage {
     _Atomic uint64_t st_commit_failures;
     _Atomic uint64_t st_last_batch;
     _Atomic uint64_t st_commit_us;
+    _Atomic uint64_t st_latency[STORAGE_LATENCY_BUCKETS];
+    _Atomic uint64_t st_latency_us;
 };
 
 /* ---- errors ---- */
@@ -133,10 +137,14 @@ void *storage__xcalloc(size_t n, size_t size, const char *file, int line);
 
 /* Stores one engagement and adds its counters to the batch; STORAGE_NOTFOUND when
  * its code has no link any more. */
-int storage__engagement_store(storage_txn_t *txn, storage_engagement_t *e, size_t *ncounters);
-/* Writes the counter increments gathered in s->counters[0..n). */
-int storage__counters_apply(storage_txn_t *txn, size_t n);
-size_t storage__counter_entry_size(void);
+int storage__engagement_store(storage_txn_t *txn, storage_engagement_t *e);
+/* Forgets the counter increments gathered so far (a new group starts). */
+void storage__counters_reset(storage_t *s);
+/* Writes the counter increments gathered since the last reset, one per key. */
+int storage__counters_apply(storage_txn_t *txn);
+/* The aggregation table for up to max_engagements engagements per group. */
+counter_batch_t *storage__counters_new(size_t max_engagements);
+void storage__counters_free(counter_batch_t *b);
 uint64_t storage__last_engagement_seq(storage_txn_t *txn);
 
 /* ---- writer lifecycle pieces used by storage.c ---- */

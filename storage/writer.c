@@ -67,8 +67,8 @@ int storage__queue_init(storage_t *s)
     for (size_t i = 0; i < cap; i++)
         atomic_init(&s->slots[i].seq, i);
 
-    s->counters_cap = (size_t)s->opts.batch_max * 5;
-    s->counters = xcalloc(s->counters_cap, storage__counter_entry_size());
+    s->counters = storage__counters_new(s->opts.batch_max);
+    s->batch_times = xcalloc(s->opts.batch_max, sizeof(*s->batch_times));
     s->scratch_query = xcalloc(1, STORAGE_QUERY_MAX);
 
     pthread_mutex_init(&s->lock, NULL);
@@ -83,7 +83,8 @@ void storage__queue_free(storage_t *s)
 {
     free(s->slots);
     free(s->queries);
-    free(s->counters);
+    storage__counters_free(s->counters);
+    free(s->batch_times);
     free(s->scratch_query);
     free(s->scratch_record);
     pthread_mutex_destroy(&s->lock);
@@ -247,12 +248,14 @@ static size_t store_engagements(storage_t *s, MDB_txn *parent, size_t limit, siz
 {
     storage_engagement_t e;
     storage_txn_t t = {NULL, s};
-    size_t stored = 0, ncounters = 0, unknown = 0;
+    size_t stored = 0, unknown = 0;
     uint64_t first_seq = s->next_seq;
     bool ok = false;
     int rc = mdb_txn_begin(s->env, parent, 0, &t.txn);
 
     *taken = 0;
+    s->batch_times_len = 0;
+    storage__counters_reset(s);
     if (rc != 0) {
         t.txn = NULL;
         storage__fail(rc, "begin a nested transaction for", "engagements");
@@ -261,7 +264,7 @@ static size_t store_engagements(storage_t *s, MDB_txn *parent, size_t limit, siz
     while (*taken < limit && pop_engagement(s, &e)) {
         (*taken)++;
         e.seq = s->next_seq;
-        rc = storage__engagement_store(&t, &e, &ncounters);
+        rc = storage__engagement_store(&t, &e);
         if (rc == STORAGE_NOTFOUND) {
             unknown++; /* the link was deleted between the click and now */
             continue;
@@ -269,9 +272,9 @@ static size_t store_engagements(storage_t *s, MDB_txn *parent, size_t limit, siz
         if (rc != STORAGE_OK)
             goto out;
         s->next_seq++;
-        stored++;
+        s->batch_times[stored++] = e.time_us;
     }
-    if (storage__counters_apply(&t, ncounters) != STORAGE_OK)
+    if (storage__counters_apply(&t) != STORAGE_OK)
         goto out;
     rc = mdb_txn_commit(t.txn);
     t.txn = NULL;
@@ -285,9 +288,11 @@ out:
         mdb_txn_abort(t.txn);
     if (ok) {
         atomic_fetch_add_explicit(&s->st_unknown, unknown, memory_order_relaxed);
+        s->batch_times_len = stored;
         return stored;
     }
     /* Everything taken off the ring in this group is lost, and said so. */
+    s->batch_times_len = 0;
     remember_failure(s);
     s->next_seq = first_seq;
     atomic_fetch_add_explicit(&s->st_dropped, *taken, memory_order_relaxed);
@@ -336,6 +341,49 @@ static void finish_jobs(storage_job_t *jobs, bool committed, const char *commit_
     }
 }
 
+uint64_t storage_latency_bucket_le(unsigned i)
+{
+    if (i >= STORAGE_LATENCY_BUCKETS - 1)
+        return UINT64_MAX;
+    /* Even buckets end at 2^k, odd ones half-way up to the next power: 1.5 * 2^k. */
+    return i % 2 == 0 ? UINT64_C(1) << (5 + i / 2) : UINT64_C(3) << (4 + i / 2);
+}
+
+static unsigned latency_bucket(uint64_t us)
+{
+    if (us <= 32)
+        return 0;
+    /* us is in (2^m, 2^(m+1)] with m >= 5. */
+    unsigned m = 63u - (unsigned)__builtin_clzll(us - 1);
+    unsigned i = us <= (UINT64_C(3) << (m - 1)) ? 2 * (m - 5) + 1 : 2 * (m - 4);
+    return i < STORAGE_LATENCY_BUCKETS ? i : STORAGE_LATENCY_BUCKETS - 1;
+}
+
+/* Adds the group just made durable to the click-to-commit histogram. Click
+ * times are wall-clock (they are stored), so a clock step can make one
+ * negative: it counts as zero. */
+static void record_latency(storage_t *s)
+{
+    uint64_t counts[STORAGE_LATENCY_BUCKETS] = {0}, total = 0;
+    struct timespec ts;
+
+    if (s->batch_times_len == 0)
+        return;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t now = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+    for (size_t i = 0; i < s->batch_times_len; i++) {
+        uint64_t d = now > s->batch_times[i] ? (uint64_t)(now - s->batch_times[i]) : 0;
+        counts[latency_bucket(d)]++;
+        total += d;
+    }
+    for (unsigned i = 0; i < STORAGE_LATENCY_BUCKETS; i++) {
+        if (counts[i] > 0)
+            atomic_fetch_add_explicit(&s->st_latency[i], counts[i], memory_order_relaxed);
+    }
+    atomic_fetch_add_explicit(&s->st_latency_us, total, memory_order_relaxed);
+    s->batch_times_len = 0;
+}
+
 /* Returns whether the group committed. */
 static bool run_batch(storage_t *s, storage_job_t *jobs, size_t njobs, size_t eng_limit)
 {
@@ -378,6 +426,7 @@ out:
     if (txn != NULL)
         mdb_txn_abort(txn);
     if (committed) {
+        record_latency(s);
         atomic_fetch_add_explicit(&s->st_recorded, stored, memory_order_relaxed);
         atomic_fetch_add_explicit(&s->st_commits, 1, memory_order_relaxed);
         atomic_store_explicit(&s->st_last_batch, stored + njobs, memory_order_relaxed);
