@@ -358,8 +358,8 @@ int storage__counters_apply(storage_txn_t *txn)
     /* Zero padding sorts a key before its extensions, as memcmp order does. */
     for (size_t i = 0; i < b->n; i++) {
         counter_entry_t *c = &b->entries[i];
-        b->order[i] = (counter_order_t){key_word(c->key, c->klen, 0),
-                                        key_word(c->key, c->klen, 8), c};
+        b->order[i] =
+            (counter_order_t){key_word(c->key, c->klen, 0), key_word(c->key, c->klen, 8), c};
     }
     qsort(b->order, b->n, sizeof(*b->order), counter_cmp);
     if ((rc = mdb_cursor_open(txn->txn, txn->s->dbi[DB_COUNTERS], &cur)) != 0)

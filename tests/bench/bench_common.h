@@ -12,8 +12,7 @@
 
 #define BENCH_CODE_LEN 8
 
-static const char bench_digits[] =
-    "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+static const char bench_digits[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
 static inline void bench_code(char out[BENCH_CODE_LEN + 1], uint64_t i)
 {

@@ -115,8 +115,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_writer: %s\n", err);
         return 1;
     }
-    if (storage_run(s, insert_links, NULL) != STORAGE_OK ||
-        storage_writer_start(s) != STORAGE_OK) {
+    if (storage_run(s, insert_links, NULL) != STORAGE_OK || storage_writer_start(s) != STORAGE_OK) {
         fprintf(stderr, "bench_writer: %s\n", storage_strerror());
         return 1;
     }
@@ -150,8 +149,7 @@ int main(int argc, char **argv)
            secs, nprod, n_links, rec, (double)rec / secs, (double)commits / secs,
            commits ? (double)rec / (double)commits : 0.0,
            commits ? (double)(b.commit_us_total - a.commit_us_total) / 1e3 / (double)commits : 0.0,
-           atomic_load(&pushed), c.engagements_recorded, c.engagements_dropped,
-           atomic_load(&full));
+           atomic_load(&pushed), c.engagements_recorded, c.engagements_dropped, atomic_load(&full));
     storage_close(s);
     return c.engagements_recorded == atomic_load(&pushed) ? 0 : 1;
 }
