@@ -7,6 +7,7 @@
  */
 #include "parse.h"
 
+#include <arpa/inet.h>
 #include <curl/curl.h>
 #include <idn2.h>
 #include <stdlib.h>
@@ -388,17 +389,52 @@ static parse_url_error_t settle_host(char *host, size_t hostlen)
     return PARSE_URL_BAD_HOST;
 }
 
-/* TODO: own_host is compared as configured, in ASCII; an international own
- * domain must be configured in its punycode form, and other spellings of an IP
- * literal (e.g. an uncompressed IPv6 address) are not recognised as ours. */
+/* The bytes of an IP literal host ("a.b.c.d" or "[v6]"), an IPv4-mapped IPv6
+ * address read as its IPv4 address, since that is the socket it reaches.
+ * Returns 4 or 16, or 0 when the host is a name. */
+static size_t ip_literal_bytes(const char *s, size_t len, unsigned char out[16])
+{
+    static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    char text[64];
+    unsigned char b[16];
+
+    if (len == 0 || len >= sizeof(text))
+        return 0;
+    if (s[0] != '[') {
+        memcpy(text, s, len);
+        text[len] = '\0';
+        return inet_pton(AF_INET, text, out) == 1 ? 4 : 0;
+    }
+    if (len < 3 || s[len - 1] != ']')
+        return 0;
+    memcpy(text, s + 1, len - 2);
+    text[len - 2] = '\0';
+    if (inet_pton(AF_INET6, text, b) != 1)
+        return 0;
+    if (memcmp(b, mapped, sizeof(mapped)) == 0) {
+        memcpy(out, b + 12, 4);
+        return 4;
+    }
+    memcpy(out, b, 16);
+    return 16;
+}
+
 /* Host names compare case-insensitively and with or without the final dot of
- * a fully qualified name, which resolves the same. */
+ * a fully qualified name, which resolves the same; IP literals compare as
+ * addresses, so that "[::ffff:127.0.0.1]" or an uncompressed IPv6 address is
+ * the host it spells. */
 static bool same_host(const char *a, size_t alen, const char *b, size_t blen)
 {
+    unsigned char ia[16], ib[16];
+
     if (alen > 0 && a[alen - 1] == '.')
         alen--;
     if (blen > 0 && b[blen - 1] == '.')
         blen--;
+    size_t na = ip_literal_bytes(a, alen, ia);
+    size_t nb = ip_literal_bytes(b, blen, ib);
+    if (na != 0 || nb != 0)
+        return na == nb && memcmp(ia, ib, na) == 0;
     return alen == blen && ieq(a, b, alen);
 }
 
@@ -445,7 +481,17 @@ static bool is_own_host(const char *own_host, const char *host, unsigned port, b
     if (own_host == NULL || own_host[0] == '\0')
         return false;
     own_len = split_host_port(own_host, strlen(own_host), &own_port);
-    if (!same_host(own_host, own_len, host, strlen(host)))
+    if (own_len > HOST_MAX)
+        return false;
+
+    /* The operator may have written the domain in Unicode or in another
+     * spelling of an address; compare the form a target's host is stored in. */
+    char configured[HOST_MAX + 1], own[HOST_MAX + 1];
+    memcpy(configured, own_host, own_len);
+    configured[own_len] = '\0';
+    if (reparse_host(configured, own, sizeof(own)) != PARSE_URL_OK)
+        memcpy(own, configured, own_len + 1);
+    if (!same_host(own, strlen(own), host, strlen(host)))
         return false;
 
     unsigned effective = explicit_port ? port : (https ? 443u : 80u);

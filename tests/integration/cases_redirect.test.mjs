@@ -233,7 +233,8 @@ describe('redirect targets', () => {
     for (const bad of ['javascript:alert(1)', ' JavaScript:alert(1)', 'data:text/html,x',
       'example.com', 'vbscript:x', 'file:///etc/passwd', 'ftp://example.com/', '//example.com/x',
       '/relative', 'http://', 'https:///path', `${own}/abc`, `${own.toUpperCase().replace('HTTP', 'http')}/abc`,
-      `https://${host}/abc`, `http://${host.replace(':', '.:')}/abc`, `http://user@${host}/abc`]) {
+      `https://${host}/abc`, `http://${host.replace(':', '.:')}/abc`, `http://user@${host}/abc`,
+      `http://[::ffff:${host.replace(':', ']:')}/abc`, `http://2130706433:${server.port}/abc`]) {
       for (const route of ['/v4/shorten', '/v4/bitlinks']) {
         const r = await server.api('POST', route, { long_url: bad });
         assertBitlyError(r, 'long_url');
@@ -255,6 +256,16 @@ describe('redirect targets', () => {
       }
       const ok = await s.api('POST', '/v4/shorten', { long_url: 'https://sub.s.example/abc' });
       assert.ok(ok.status === 200 || ok.status === 201, ok.body);
+    } finally { await s.stop(); }
+  });
+
+  test('C05 an own domain configured in Unicode is refused in every spelling', async () => {
+    const s = await startServer({ args: [...FAST, '--public-url', 'https://bücher.example'] });
+    try {
+      for (const bad of ['https://bücher.example/abc', 'https://xn--bcher-kva.example/abc',
+        'https://BÜCHER.example./abc']) {
+        assertBitlyError(await s.api('POST', '/v4/shorten', { long_url: bad }), 'long_url');
+      }
     } finally { await s.stop(); }
   });
 

@@ -253,6 +253,41 @@ static void parse_long_url_own_domain_with_port(void **state)
                      PARSE_URL_OK);
 }
 
+static void expect_own(const char *in, const char *own, parse_url_error_t want)
+{
+    assert_int_equal(parse_long_url(in, strlen(in), own, out, sizeof(out)), want);
+}
+
+/* Another spelling of our own address is still us: a mapped or uncompressed
+ * IPv6 form, a numeric IPv4 form, either way round. */
+static void parse_long_url_own_domain_ip_spellings(void **state)
+{
+    (void)state;
+    expect_own("http://[::ffff:127.0.0.1]:8080/x", "127.0.0.1:8080", PARSE_URL_OWN_DOMAIN);
+    expect_own("http://[::FFFF:7f00:1]:8080/x", "127.0.0.1:8080", PARSE_URL_OWN_DOMAIN);
+    expect_own("http://2130706433:8080/x", "127.0.0.1:8080", PARSE_URL_OWN_DOMAIN);
+    expect_own("http://127.0.0.1:8080/x", "[::ffff:127.0.0.1]:8080", PARSE_URL_OWN_DOMAIN);
+    expect_own("http://[0:0:0:0:0:0:0:1]:8080/x", "[::1]:8080", PARSE_URL_OWN_DOMAIN);
+    expect_own("http://[::1]:8080/x", "[0000::0001]:8080", PARSE_URL_OWN_DOMAIN);
+    expect_own("https://[2001:DB8::1]/x", "[2001:db8:0::1]", PARSE_URL_OWN_DOMAIN);
+    expect_own("http://[::ffff:127.0.0.2]:8080/x", "127.0.0.1:8080", PARSE_URL_OK);
+    expect_own("http://[::2]:8080/x", "[::1]:8080", PARSE_URL_OK);
+    expect_own("http://127.0.0.1:8081/x", "[::ffff:127.0.0.1]:8080", PARSE_URL_OK);
+    /* A name is never an address, even one made of digits and dots. */
+    expect_own("https://127.0.0.1.example/x", "127.0.0.1", PARSE_URL_OK);
+}
+
+/* An international own domain may be configured in Unicode, any case. */
+static void parse_long_url_own_domain_unicode(void **state)
+{
+    (void)state;
+    /* "b\303\274cher" is "bücher" in UTF-8; octal, as a hex escape would run on. */
+    expect_own("https://b\303\274cher.example/x", "b\303\274cher.example", PARSE_URL_OWN_DOMAIN);
+    expect_own("https://xn--bcher-kva.example/x", "b\303\274cher.example", PARSE_URL_OWN_DOMAIN);
+    expect_own("https://B\303\234CHER.example/x", "xn--bcher-kva.example", PARSE_URL_OWN_DOMAIN);
+    expect_own("https://bucher.example/x", "b\303\274cher.example", PARSE_URL_OK);
+}
+
 /* C06 */
 static void parse_long_url_encoded_crlf_kept(void **state)
 {
@@ -807,6 +842,8 @@ int main(void)
         cmocka_unit_test(parse_long_url_relative_refused),
         cmocka_unit_test(parse_long_url_own_domain),
         cmocka_unit_test(parse_long_url_own_domain_with_port),
+        cmocka_unit_test(parse_long_url_own_domain_ip_spellings),
+        cmocka_unit_test(parse_long_url_own_domain_unicode),
         cmocka_unit_test(parse_long_url_encoded_crlf_kept),
         cmocka_unit_test(parse_long_url_control_refused),
         cmocka_unit_test(parse_long_url_empty),
