@@ -518,6 +518,24 @@ describe('visitors behind trusted proxies', () => {
     assert.equal(country, 'SE');
   });
 
+  test('engagement fields: referrer host or direct, device type, no bot flag for people', async () => {
+    const link = await shorten(server, 'https://example.com/fields');
+    const visits = [
+      [{ 'User-Agent': BROWSER, Referer: 'https://News.Example:8443/a?b=c#d' }, 'news.example', 'desktop'],
+      [{ 'User-Agent': 'Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1' }, 'direct', 'mobile'],
+      [{ 'User-Agent': 'Mozilla/5.0 (iPad; CPU OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1', Referer: 'not a url' }, 'direct', 'tablet'],
+    ];
+    const before = payloadsFor(receiver, link.id).length;
+    for (const [headers] of visits) {
+      assert.equal((await rawGet(server, `/${codeOf(link)}`, { headers })).status, 302);
+    }
+    const deadline = Date.now() + 15000;
+    while (payloadsFor(receiver, link.id).length < before + visits.length && Date.now() < deadline) await sleep(25);
+    const got = payloadsFor(receiver, link.id).slice(before).map((p) => [p.referrer, p.device_type, p.is_bot]);
+    // Deliveries may arrive in any order.
+    assert.deepEqual(got.sort(), visits.map(([, ref, dev]) => [ref, dev, false]).sort());
+  });
+
   test('C14 bots and HEAD probes are redirected alike, counted nowhere, and the bot is flagged', async () => {
     const bots = await startReceiver();
     const botHook = await subscribe(server, bots, { include_bots: true });
