@@ -575,8 +575,8 @@
     }
     try {
       const r = await api('POST', `/v4/webhooks/${w.guid}/secret/rotate`, {});
-      const secret = r.signing_secret || r.secret || r.new_secret;
-      showSecret(w, secret, 'The new secret, shown only once. Copy it to your endpoint now.');
+      const until = r.previous_secret_expires ? ` Deliveries carry both signatures until ${formatTime(r.previous_secret_expires)}.` : '';
+      showSecret(w, r.signing_secret, `The new secret, shown only once. Copy it to your endpoint now.${until}`);
       toast(`Rotated the signing secret of “${w.name}”.`);
     } catch (err) {
       alertError(`Could not rotate the secret of “${w.name}”: ${err.message}`);
