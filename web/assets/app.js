@@ -646,8 +646,9 @@
       el('td', { 'data-label': 'HTTP code', class: 'num', text: d.http_status ? String(d.http_status) : '—' }),
       el('td', { 'data-label': 'Duration', class: 'num', text: d.duration_ms != null ? `${d.duration_ms} ms` : '—' }),
       el('td', { 'data-label': 'Attempt', class: 'num', text: d.attempt != null ? String(d.attempt) : '' }),
-      el('td', { 'data-label': 'Error', class: 'error-text', text: d.error || '' }),
-      el('td', { 'data-label': 'Response', class: 'mono clip', text: d.response || '' }),
+      el('td', { 'data-label': 'Error', class: d.error ? 'error-text wide-cell' : 'blank', text: d.error || '' }),
+      el('td', { 'data-label': 'Response', class: d.response ? 'wide-cell' : 'blank' },
+        el('span', { class: 'mono clip', title: d.response || '', text: d.response || '' })),
       el('td', { class: 'row-actions' }, resend));
   }
 
@@ -704,13 +705,14 @@
     const short = l.link;
     const qr = `/qr/${encodeURIComponent(code)}.png?size=600`;
     const info = el('td', { 'data-label': 'Title and long URL' });
+    const tags = l.tags || [];
     if (l.title) info.append(el('span', { class: 'block strong', text: l.title }));
     info.append(el('span', { class: 'block url muted', text: l.long_url }));
     return el('tr', { 'data-id': l.id },
       el('th', { scope: 'row', 'data-label': 'Short link' },
         el('a', { href: short, target: '_blank', rel: 'noreferrer', class: 'mono', text: short.replace(/^https?:\/\//, '') })),
       info,
-      el('td', { 'data-label': 'Tags' }, ...(l.tags || []).map((t) => el('span', { class: 'tag', text: t }))),
+      el('td', { 'data-label': 'Tags', class: tags.length ? null : 'blank' }, ...tags.map((t) => el('span', { class: 'tag', text: t }))),
       el('td', { 'data-label': 'Created', text: formatTime(l.created_at) }),
       el('td', { class: 'row-actions' },
         el('button', { type: 'button', text: 'Copy', 'aria-label': `Copy ${short}`, onclick: () => copyText(short, 'short link') }),
@@ -754,6 +756,7 @@
     $('stats-title').textContent = `Clicks: ${l.link.replace(/^https?:\/\//, '')}`;
     $('stats-total').textContent = 'Loading…';
     $('chart').replaceChildren();
+    state.statsSeries = null;
     $('country-rows').replaceChildren();
     show($('stats-panel'));
     $('stats-panel').scrollIntoView({ block: 'nearest' });
@@ -767,23 +770,25 @@
       const series = (clicks.link_clicks || []).slice().sort((a, b) => String(a.date).localeCompare(String(b.date)));
       const total = series.reduce((s, d) => s + (d.clicks || 0), 0);
       $('stats-total').textContent = `${total} click${total === 1 ? '' : 's'} in the last 30 days`;
-      $('chart').append(drawChart(series, total));
+      state.statsSeries = { series, total };
+      $('chart').replaceChildren(drawChart(series, total));
       renderCountries(countries.metrics || []);
     } catch (err) {
       $('stats-total').textContent = `Could not load the clicks: ${err.message}`;
     }
   }
 
-  const WIDTH = 640;
-  const HEIGHT = 200;
-  const PAD = { top: 12, right: 8, bottom: 28, left: 36 };
+  const HEIGHT = 220;
+  const PAD = { top: 12, right: 10, bottom: 28, left: 36 };
 
   // Bars of clicks per day as SVG, with presentation attributes only (the
   // CSP forbids style attributes). Each bar has a title for pointers and the
   // whole chart an accessible name with the total.
   function drawChart(series, total) {
+    // Drawn at the width it is shown at, so labels keep their size on phones.
+    const WIDTH = Math.max(280, Math.round($('chart').clientWidth || 640));
     const chart = svg('svg', {
-      viewBox: `0 0 ${WIDTH} ${HEIGHT}`, class: 'chart-svg', role: 'img',
+      viewBox: `0 0 ${WIDTH} ${HEIGHT}`, width: WIDTH, height: HEIGHT, class: 'chart-svg', role: 'img',
       'aria-label': `Clicks per day for the last ${series.length} days, ${total} in all`,
       preserveAspectRatio: 'xMidYMid meet',
     });
@@ -813,8 +818,9 @@
       title.textContent = `${dayLabel(d.date, true)}: ${d.clicks || 0} click${d.clicks === 1 ? '' : 's'}`;
       bar.append(title);
       chart.append(bar);
-      // A date under every fifth bar and the last one.
-      if (i % 5 === 0 || i === series.length - 1) {
+      // A date under every few bars (as many as fit) and the last one.
+      const every = WIDTH < 480 ? 10 : 5;
+      if ((series.length - 1 - i) % every === 0) {
         const t = svg('text', { x: (x + barW / 2).toFixed(1), y: HEIGHT - 8, 'text-anchor': 'middle', class: 'axis' });
         t.textContent = dayLabel(d.date, false);
         chart.append(t);
@@ -923,6 +929,14 @@
     $('link-next').addEventListener('click', () => {
       state.linkPage += 1;
       loadLinks();
+    });
+    let resizeTimer = 0;
+    window.addEventListener('resize', () => {
+      clearTimeout(resizeTimer);
+      resizeTimer = setTimeout(() => {
+        if (!$('stats-panel').hidden && state.statsSeries)
+          $('chart').replaceChildren(drawChart(state.statsSeries.series, state.statsSeries.total));
+      }, 150);
     });
     $('stats-close').addEventListener('click', () => {
       show($('stats-panel'), false);
