@@ -57,8 +57,10 @@ async function receiver(answer = () => 200) {
   return rx;
 }
 
-async function server(args, dataDir = tempDir()) {
-  const s = await startServer({ dataDir, args });
+// A restart passes the old port: the public URL, and so every body built
+// from it, stays the same.
+async function server(args, dataDir = tempDir(), port = undefined) {
+  const s = await startServer({ dataDir, args, port });
   // A server that died on its own is a failure worth its log.
   s.exited.then(({ signal, code }) => {
     if (signal !== 'SIGKILL' && code !== 0) console.error(`shortlinkd exited (${code ?? signal}):\n${s.log}`);
@@ -158,7 +160,7 @@ test('C17: an endpoint that always answers 403 gets exactly 4 attempts, across a
   await until('two logged attempts', async () => (await deliveries(s, hook.guid)).length >= 2);
   await s.stop('SIGKILL');
   assert.equal(rx.received.length, 2);
-  s = await server(args, dataDir);
+  s = await server(args, dataDir, s.port);
   await rx.waitFor(4);
   const log = await until('the delivery marked failed', async () => {
     const l = await deliveries(s, hook.guid);
