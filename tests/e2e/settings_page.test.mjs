@@ -624,7 +624,56 @@ test('settings_page_phone_and_desktop_screenshots', async () => {
     assert.ok(fs.statSync(path.join(SHOTS, `${name}.png`)).size > 1000, name);
 });
 
-test('settings_page_reaches_nothing_else_and_breaks_no_csp', () => {
+test('settings_page_delivery_log_shows_failures', async () => {
+  // An endpoint that answers 503 with a body, and one that is not listening.
+  const failing = await startReceiver(() => ({ status: 503, headers: { 'content-type': 'text/plain' }, body: 'down for maintenance' }));
+  const closed = await startReceiver();
+  const closedUrl = closed.url;
+  await closed.close();
+  const a = (await server.api('POST', '/v4/webhooks', { name: 'Flaky CRM', url: failing.url })).json();
+  const b = (await server.api('POST', '/v4/webhooks', { name: 'Gone CRM', url: closedUrl })).json();
+  const page = await newPage();
+  await signIn(page);
+  try {
+    await menu(page, 'Flaky CRM', 'Send test event');
+    await failing.waitFor(1);
+    const log = page.getByRole('region', { name: /Delivery log/ });
+    const row = log.locator('tbody tr').first();
+    await waitUntil(async () => /Retry|Failed/.test(await row.innerText()), 'the failed attempt in the log');
+    const cells = await row.locator('td').allInnerTexts();
+    assert.ok(cells.includes('503'), `HTTP code in ${cells}`);
+    assert.ok(cells.some((c) => c.includes('down for maintenance')), `response in ${cells}`);
+    await shot(page, 'webhook-log-failure-1280');
+
+    await menu(page, 'Gone CRM', 'Send test event');
+    await page.getByRole('heading', { name: 'Delivery log: Gone CRM' }).waitFor();
+    await waitUntil(async () => /Retry|Failed/.test(await log.locator('tbody tr').first().innerText()), 'the refused attempt in the log');
+    const gone = await log.locator('tbody tr').first().locator('td').allInnerTexts();
+    assert.ok(gone.includes('—'), `no HTTP code in ${gone}`);
+    const error = await log.locator('tbody tr').first().locator('td[data-label="Error"]').innerText();
+    assert.ok(error.length > 0, 'the connection error is shown');
+    await waitUntil(async () => /Retry|Failed/.test(await rowOf(page, 'Gone CRM').innerText()), 'the last delivery in the table');
+  } finally {
+    await page.close();
+    await server.api('DELETE', `/v4/webhooks/${a.guid}`);
+    await server.api('DELETE', `/v4/webhooks/${b.guid}`);
+    await failing.close();
+  }
+});
+
+test('settings_page_reaches_nothing_else_and_breaks_no_csp', async () => {
   assert.deepEqual(outside, [], 'requests outside the servers under test');
   assert.deepEqual(pageProblems, [], 'CSP violations or script errors');
+  // The watch above would see a violation: an inline style is refused and said so.
+  const page = await context.newPage();
+  const seen = [];
+  page.on('console', (m) => seen.push(m.text()));
+  await page.goto(`${server.base}/app`);
+  await page.evaluate(() => document.body.setAttribute('style', 'color: red'));
+  await waitUntil(() => seen.some((t) => /Content Security Policy/.test(t)), 'the CSP refusal', 5000);
+  assert.equal(await page.evaluate(() => getComputedStyle(document.body).color), await page.evaluate(() => {
+    document.body.removeAttribute('style');
+    return getComputedStyle(document.body).color;
+  }), 'the inline style had no effect');
+  await page.close();
 });

@@ -292,21 +292,27 @@
     const cell = document.querySelector(`[data-last="${CSS.escape(w.guid)}"]`);
     if (!cell) return;
     try {
-      const items = deliveryItems(await api('GET', `/v4/webhooks/${w.guid}/deliveries?size=1`));
-      cell.replaceChildren();
-      if (items.length === 0) {
-        cell.textContent = 'None yet';
-        return;
-      }
-      const d = items[0];
-      cell.append(
-        el('span', { class: `badge ${d.outcome || ''}`, text: outcomeText(d) }),
-        ' ',
-        el('span', { class: 'muted', text: [d.http_status ? `HTTP ${d.http_status}` : '', formatTime(d.time)].filter(Boolean).join(' · ') }),
-      );
+      showLastDelivery(w, deliveryItems(await api('GET', `/v4/webhooks/${w.guid}/deliveries?size=1`)));
     } catch {
       cell.textContent = 'Unavailable';
     }
+  }
+
+  // Fills the table's "Last delivery" cell from a log, newest first.
+  function showLastDelivery(w, items) {
+    const cell = document.querySelector(`[data-last="${CSS.escape(w.guid)}"]`);
+    if (!cell) return;
+    cell.replaceChildren();
+    if (items.length === 0) {
+      cell.textContent = 'None yet';
+      return;
+    }
+    const d = items[0];
+    cell.append(
+      el('span', { class: `badge ${d.outcome || ''}`, text: outcomeText(d) }),
+      ' ',
+      el('span', { class: 'muted', text: [d.http_status ? `HTTP ${d.http_status}` : '', formatTime(d.time)].filter(Boolean).join(' · ') }),
+    );
   }
 
   function renderWebhooks() {
@@ -600,7 +606,6 @@
       const again = async () => {
         if (state.logHook !== w || $('log-panel').hidden) return;
         await loadLog();
-        loadLastDelivery(w);
         if (++n < 10) logTimer = setTimeout(again, 1000);
       };
       logTimer = setTimeout(again, 500);
@@ -616,6 +621,7 @@
       show($('log-empty'), items.length === 0);
       show($('log-table'), items.length > 0);
       for (const d of items) rows.append(logRow(w, d));
+      showLastDelivery(w, items);
     } catch (err) {
       rows.replaceChildren();
       show($('log-table'), false);
