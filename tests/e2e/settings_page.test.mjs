@@ -611,6 +611,9 @@ test('settings_page_phone_and_desktop_screenshots', async () => {
     await page.locator('#link-rows tr', { hasText: 'Launch post' }).getByRole('button', { name: /^Clicks for/ }).click();
     await page.getByText('2 clicks in the last 30 days').waitFor();
     await shot(page, `links-${width}`);
+    await page.emulateMedia({ colorScheme: 'dark' });
+    await shot(page, `links-${width}-dark`);
+    await page.emulateMedia({ colorScheme: 'light' });
 
     const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
     assert.ok(overflow <= 0, `no sideways scrolling at ${width}px (overflow ${overflow}px)`);
