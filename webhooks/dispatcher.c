@@ -60,6 +60,11 @@ const uint32_t webhook_latency_bounds_ms[WEBHOOK_LATENCY_BUCKETS - 1] = {
 typedef struct transfer transfer_t;
 typedef struct job job_t;
 
+typedef struct busy_slot {
+    uint64_t id; /* 0: empty (delivery ids start at 1) */
+    uint32_t count;
+} busy_slot_t;
+
 /* An OAuth access token cached per webhook. Fetched once at a time; while a
  * fetch runs, that webhook's deliveries wait. */
 typedef struct token {
@@ -120,8 +125,10 @@ struct webhook_dispatcher {
     transfer_t *transfers;
     unsigned n_transfers;
     unsigned jobs_pending;
-    uint64_t *busy; /* delivery ids with a transfer or a job under way */
-    size_t n_busy, cap_busy;
+    /* Delivery ids with a transfer or a job under way: an open-addressing
+     * table, as every row of a send pass asks it. */
+    busy_slot_t *busy;
+    size_t n_busy, cap_busy; /* cap_busy: 0 or a power of two */
     endpoint_t *endpoints;
     size_t n_endpoints, cap_endpoints;
     hook_t *hooks;
@@ -188,32 +195,80 @@ struct job {
 
 /* ---- small sets kept by the dispatcher thread ---- */
 
-static bool busy_has(const webhook_dispatcher_t *d, uint64_t id)
+static size_t busy_hash(uint64_t id, size_t mask)
 {
-    for (size_t i = 0; i < d->n_busy; i++) {
-        if (d->busy[i] == id)
-            return true;
-    }
-    return false;
+    return (size_t)((id * 0x9E3779B97F4A7C15ULL) >> 17) & mask;
 }
 
+/* The slot holding id, or the empty slot where it would go. */
+static busy_slot_t *busy_find(const webhook_dispatcher_t *d, uint64_t id)
+{
+    size_t mask = d->cap_busy - 1;
+
+    for (size_t i = busy_hash(id, mask);; i = (i + 1) & mask) {
+        if (d->busy[i].id == id || d->busy[i].id == 0)
+            return &d->busy[i];
+    }
+}
+
+static bool busy_has(const webhook_dispatcher_t *d, uint64_t id)
+{
+    return id != 0 && d->cap_busy > 0 && busy_find(d, id)->id == id;
+}
+
+static void busy_grow(webhook_dispatcher_t *d)
+{
+    busy_slot_t *old = d->busy;
+    size_t old_cap = d->cap_busy;
+
+    d->cap_busy = old_cap ? old_cap * 2 : 256;
+    d->busy = webhook__calloc(d->cap_busy, sizeof *d->busy);
+    for (size_t i = 0; i < old_cap; i++) {
+        if (old[i].id != 0)
+            *busy_find(d, old[i].id) = old[i];
+    }
+    free(old);
+}
+
+/* Counted, so that an id added twice stays busy until removed twice. */
 static void busy_add(webhook_dispatcher_t *d, uint64_t id)
 {
-    if (d->n_busy == d->cap_busy) {
-        d->cap_busy = d->cap_busy ? d->cap_busy * 2 : 64;
-        d->busy = webhook__realloc(d->busy, d->cap_busy * sizeof *d->busy);
+    if (id == 0)
+        return;
+    /* At most half full keeps probes short. */
+    if ((d->n_busy + 1) * 2 > d->cap_busy)
+        busy_grow(d);
+    busy_slot_t *slot = busy_find(d, id);
+    if (slot->id == 0) {
+        slot->id = id;
+        slot->count = 0;
+        d->n_busy++;
     }
-    d->busy[d->n_busy++] = id;
+    slot->count++;
 }
 
 static void busy_remove(webhook_dispatcher_t *d, uint64_t id)
 {
-    for (size_t i = 0; i < d->n_busy; i++) {
-        if (d->busy[i] == id) {
-            d->busy[i] = d->busy[--d->n_busy];
-            return;
-        }
+    if (!busy_has(d, id))
+        return;
+    busy_slot_t *slot = busy_find(d, id);
+    if (--slot->count > 0)
+        return;
+    d->n_busy--;
+    /* Backward-shift deletion: later entries of the same probe run move up,
+     * so a lookup never stops early at the hole. */
+    size_t mask = d->cap_busy - 1;
+    size_t hole = (size_t)(slot - d->busy);
+    for (size_t i = (hole + 1) & mask; d->busy[i].id != 0; i = (i + 1) & mask) {
+        size_t home = busy_hash(d->busy[i].id, mask);
+        /* Stays when its home lies cyclically in (hole, i]. */
+        if ((i > hole && home > hole && home <= i) || (i < hole && (home > hole || home <= i)))
+            continue;
+        d->busy[hole] = d->busy[i];
+        hole = i;
     }
+    d->busy[hole].id = 0;
+    d->busy[hole].count = 0;
 }
 
 static unsigned endpoint_in_flight(const webhook_dispatcher_t *d, const char *host)
