@@ -26,6 +26,7 @@ static int send_not_found(worker_t *w, h2o_req_t *req)
                    H2O_STRLIT("text/html; charset=utf-8"));
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL,
                    H2O_STRLIT("no-store"));
+    req->res.content_length = sizeof(not_found_page) - 1;
     h2o_send_inline(req, not_found_page, sizeof(not_found_page) - 1);
     return 0;
 }
@@ -212,6 +213,9 @@ int redirect_serve(worker_t *w, h2o_req_t *req, const char *code, size_t code_le
     else
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL,
                        H2O_STRLIT("private, no-store"));
+    /* h2o's send_inline leaves the length unset, and a response of unknown
+     * length ends its HTTP/1 connection: say it, so keep-alive holds. */
+    req->res.content_length = 0;
     h2o_send_inline(req, "", 0);
     return 0;
 }

@@ -9,6 +9,14 @@
  *   The code is length-prefixed so that the keys of "ab" can never be read as
  *   those of "abc". value = version + count (u64).
  *
+ * Counters trail the engagement log. Each click adds to an in-memory table
+ * (one entry per key), and the writer writes the table out every so often in
+ * the transaction of a group commit, with meta's "storage.counters_seq" set to
+ * the last engagement counted. Writing them with every group rewrote the same
+ * counter pages hundreds of times a second. After a crash the engagements past
+ * the mark are counted again when the writer starts, so counters always end up
+ * equal to what the log holds.
+ *
  * TODO: retention (DESIGN.md §3) is not implemented: raw engagements and the
  * delivery log grow until a pruning job deletes old keys. The sequence survives
  * such pruning through the meta high-water mark.
@@ -44,6 +52,10 @@ struct counter_batch {
     uint32_t *table; /* entry number + 1; 0 is empty */
     counter_entry_t *entries;
     counter_order_t *order; /* entries sorted by key, for the writes */
+    /* The entries the open group added to, so a group that does not commit
+     * can take its clicks back out (an entry left at 0 is skipped). */
+    uint32_t *undo;
+    size_t undo_len, undo_cap;
 };
 
 #define ENGAGEMENT_FIXED (1 + 16 + 8 + 3 + 2 + STORAGE_GUID_LEN + 1 + 1 + 2 + 4)
@@ -51,12 +63,16 @@ struct counter_batch {
     (ENGAGEMENT_FIXED + STORAGE_CODE_MAX + STORAGE_REFERRER_MAX + STORAGE_QUERY_MAX +              \
      STORAGE_URL_MAX)
 
-counter_batch_t *storage__counters_new(size_t max_engagements)
+counter_batch_t *storage__counters_new(size_t max_engagements, size_t per_group)
 {
     counter_batch_t *b = xcalloc(1, sizeof(*b));
     size_t slots = 1;
 
+    /* calloc'd arrays this size are fresh zero pages: only what a workload
+     * touches becomes resident. */
     b->cap = max_engagements * FACETS_PER_ENGAGEMENT;
+    b->undo_cap = per_group * FACETS_PER_ENGAGEMENT;
+    b->undo = xcalloc(b->undo_cap, sizeof(*b->undo));
     while (slots < b->cap * 2)
         slots <<= 1;
     b->mask = slots - 1;
@@ -73,6 +89,7 @@ void storage__counters_free(counter_batch_t *b)
     free(b->table);
     free(b->entries);
     free(b->order);
+    free(b->undo);
     free(b);
 }
 
@@ -83,6 +100,21 @@ void storage__counters_reset(storage_t *s)
     if (b->n > 0)
         memset(b->table, 0, (b->mask + 1) * sizeof(*b->table));
     b->n = 0;
+    b->undo_len = 0;
+}
+
+void storage__counters_group_begin(storage_t *s)
+{
+    s->counters->undo_len = 0;
+}
+
+void storage__counters_group_undo(storage_t *s)
+{
+    counter_batch_t *b = s->counters;
+
+    for (size_t i = 0; i < b->undo_len; i++)
+        b->entries[b->undo[i]].count--;
+    b->undo_len = 0;
 }
 
 static const char *device_name(uint8_t device)
@@ -232,18 +264,22 @@ static void counter_add(counter_batch_t *b, const uint8_t *prefix, size_t plen, 
         if (at == 0) {
             /* The table holds FACETS_PER_ENGAGEMENT entries per engagement, and
              * the writer never stores more than batch_max in a group. */
-            if (b->n >= b->cap)
+            if (b->n >= b->cap || b->undo_len >= b->undo_cap)
                 abort();
             counter_entry_t *c = &b->entries[b->n];
             c->count = 1;
             c->hash = h;
             c->klen = (uint16_t)klen;
             memcpy(c->key, key, klen);
+            b->undo[b->undo_len++] = (uint32_t)b->n;
             b->table[i] = (uint32_t)++b->n;
             return;
         }
         counter_entry_t *c = &b->entries[at - 1];
         if (c->hash == h && c->klen == klen && memcmp(c->key, key, klen) == 0) {
+            if (b->undo_len >= b->undo_cap)
+                abort();
+            b->undo[b->undo_len++] = at - 1;
             c->count++;
             return;
         }
@@ -345,29 +381,127 @@ static int counter_increment(MDB_cursor *cur, const counter_entry_t *c)
     return rc == 0 ? STORAGE_OK : storage__fail(rc, "update", "counters");
 }
 
-int storage__counters_apply(storage_txn_t *txn)
+static int write_counters_seq(storage_txn_t *txn, uint64_t seq)
+{
+    uint8_t val[9];
+    wbuf_t w = {val, 0, sizeof(val)};
+    MDB_val k = {strlen(META_COUNTERS_SEQ), (void *)META_COUNTERS_SEQ}, v = {sizeof(val), val};
+
+    wb_u8(&w, STORAGE_VERSION);
+    wb_u64(&w, seq);
+    int rc = mdb_put(txn->txn, txn->s->dbi[DB_META], &k, &v, 0);
+    return rc == 0 ? STORAGE_OK : storage__fail(rc, "record the counted sequence in", "meta");
+}
+
+int storage__counters_apply(storage_txn_t *txn, uint64_t last_seq)
 {
     counter_batch_t *b = txn->s->counters;
     MDB_cursor *cur;
+    size_t n = 0;
     int ret = STORAGE_OK, rc;
 
-    if (b->n == 0)
-        return STORAGE_OK;
+    if (write_counters_seq(txn, last_seq) != STORAGE_OK)
+        return STORAGE_ERROR;
     /* Writing in key order touches each page once and keeps the cursor close
      * to its next key. */
     /* Zero padding sorts a key before its extensions, as memcmp order does. */
     for (size_t i = 0; i < b->n; i++) {
         counter_entry_t *c = &b->entries[i];
-        b->order[i] =
+        if (c->count == 0)
+            continue; /* added by a group that then failed */
+        b->order[n++] =
             (counter_order_t){key_word(c->key, c->klen, 0), key_word(c->key, c->klen, 8), c};
     }
-    qsort(b->order, b->n, sizeof(*b->order), counter_cmp);
+    if (n == 0)
+        return STORAGE_OK;
+    qsort(b->order, n, sizeof(*b->order), counter_cmp);
     if ((rc = mdb_cursor_open(txn->txn, txn->s->dbi[DB_COUNTERS], &cur)) != 0)
         return storage__fail(rc, "open a cursor on", "counters");
-    for (size_t i = 0; i < b->n && ret == STORAGE_OK; i++)
+    for (size_t i = 0; i < n && ret == STORAGE_OK; i++)
         ret = counter_increment(cur, b->order[i].c);
     mdb_cursor_close(cur);
     return ret;
+}
+
+static int read_counters_seq(storage_txn_t *txn, uint64_t *seq)
+{
+    MDB_val k = {strlen(META_COUNTERS_SEQ), (void *)META_COUNTERS_SEQ}, v;
+    int rc = mdb_get(txn->txn, txn->s->dbi[DB_META], &k, &v);
+
+    if (rc == MDB_NOTFOUND)
+        return STORAGE_NOTFOUND;
+    if (rc != 0)
+        return storage__fail(rc, "read", "meta");
+    rbuf_t r = {v.mv_data, v.mv_size, false};
+    if (rb_u8(&r) != STORAGE_VERSION || r.left != 8)
+        return storage__damaged("meta");
+    *seq = rb_u64(&r);
+    return STORAGE_OK;
+}
+
+/* Counts the engagements after the counted mark again, a group's worth at a
+ * time, all in txn. */
+static int recount(storage_txn_t *txn, uint64_t after, uint64_t last, size_t group)
+{
+    MDB_cursor *cur = NULL;
+    uint8_t key[8];
+    MDB_val k = {sizeof(key), key}, v;
+    storage_engagement_t e;
+    size_t in_group = 0;
+    int ret = STORAGE_OK, rc;
+
+    if ((rc = mdb_cursor_open(txn->txn, txn->s->dbi[DB_ENGAGEMENTS], &cur)) != 0)
+        return storage__fail(rc, "open a cursor on", "engagements");
+    put_be64(key, after + 1);
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if ((ret = engagement_decode(&k, &v, &e)) != STORAGE_OK)
+            goto out;
+        if (e.seq > last)
+            break;
+        counters_collect(txn->s, &e);
+        /* The cursor's pages stay valid across the counter writes: they are
+         * in another database, and engagements are not written here. */
+        if (++in_group == group) {
+            storage__counters_group_begin(txn->s);
+            if ((ret = storage__counters_apply(txn, e.seq)) != STORAGE_OK)
+                goto out;
+            storage__counters_reset(txn->s);
+            in_group = 0;
+        }
+    }
+    if (rc != 0 && rc != MDB_NOTFOUND) {
+        ret = storage__fail(rc, "scan", "engagements");
+        goto out;
+    }
+    storage__counters_group_begin(txn->s);
+    ret = storage__counters_apply(txn, last);
+out:
+    storage__counters_reset(txn->s);
+    mdb_cursor_close(cur);
+    return ret;
+}
+
+int storage__counters_recover(storage_t *s, size_t group)
+{
+    storage_txn_t t = {NULL, s};
+    uint64_t counted = 0, last = s->next_seq - 1;
+    int rc = mdb_txn_begin(s->env, NULL, 0, &t.txn), ret;
+
+    if (rc != 0)
+        return storage__fail(rc, "begin a write transaction on", "the environment");
+    ret = read_counters_seq(&t, &counted);
+    /* A store written before counters were deferred has them all. */
+    if (ret == STORAGE_NOTFOUND)
+        ret = write_counters_seq(&t, last);
+    else if (ret == STORAGE_OK && counted < last)
+        ret = recount(&t, counted, last, group);
+    if (ret != STORAGE_OK) {
+        mdb_txn_abort(t.txn);
+        return ret;
+    }
+    rc = mdb_txn_commit(t.txn);
+    return rc == 0 ? STORAGE_OK : storage__fail(rc, "commit", "the recounted counters");
 }
 
 uint64_t storage__last_engagement_seq(storage_txn_t *txn)

@@ -38,6 +38,7 @@ enum {
 /* Meta keys that storage itself owns; callers keep away from "storage.". */
 #define META_SCHEMA         "storage.schema"
 #define META_ENGAGEMENT_SEQ "storage.engagement_seq"
+#define META_COUNTERS_SEQ   "storage.counters_seq"
 #define META_ID_PREFIX      "storage.id."
 
 struct storage_txn {
@@ -101,8 +102,10 @@ struct storage {
     counter_batch_t *counters;
     int64_t *batch_times; /* click times of the engagements in the open group */
     size_t batch_times_len;
-    char *scratch_query;  /* STORAGE_QUERY_MAX bytes */
-    char *scratch_record; /* one encoded engagement, allocated on first use */
+    size_t counters_pending;    /* engagements counted in memory, not yet written */
+    uint64_t counters_since_us; /* monotonic time of the oldest of them */
+    char *scratch_query;        /* STORAGE_QUERY_MAX bytes */
+    char *scratch_record;       /* one encoded engagement, allocated on first use */
 
     /* Statistics, read by any thread. */
     _Atomic uint64_t st_recorded;
@@ -138,13 +141,22 @@ void *storage__xcalloc(size_t n, size_t size, const char *file, int line);
 /* Stores one engagement and adds its counters to the batch; STORAGE_NOTFOUND when
  * its code has no link any more. */
 int storage__engagement_store(storage_txn_t *txn, storage_engagement_t *e);
-/* Forgets the counter increments gathered so far (a new group starts). */
+/* Forgets the counter increments gathered so far (they were written). */
 void storage__counters_reset(storage_t *s);
-/* Writes the counter increments gathered since the last reset, one per key. */
-int storage__counters_apply(storage_txn_t *txn);
-/* The aggregation table for up to max_engagements engagements per group. */
-counter_batch_t *storage__counters_new(size_t max_engagements);
+/* Marks where a group's increments start, and takes them back out when the
+ * group does not commit. */
+void storage__counters_group_begin(storage_t *s);
+void storage__counters_group_undo(storage_t *s);
+/* Writes the increments gathered since the last reset, one per key, and
+ * records last_seq as the last engagement counted. */
+int storage__counters_apply(storage_txn_t *txn, uint64_t last_seq);
+/* The aggregation table for up to max_engagements engagements in all and
+ * per_group in one group. */
+counter_batch_t *storage__counters_new(size_t max_engagements, size_t per_group);
 void storage__counters_free(counter_batch_t *b);
+/* Counts the engagements stored after the counted mark (a crash lost their
+ * increments), group engagements per write. Runs before the writer takes work. */
+int storage__counters_recover(storage_t *s, size_t group);
 uint64_t storage__last_engagement_seq(storage_txn_t *txn);
 
 /* ---- writer lifecycle pieces used by storage.c ---- */

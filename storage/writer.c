@@ -40,6 +40,12 @@ typedef struct run_wait {
     void *arg;
 } run_wait_t;
 
+/* Counters are written out once this many full groups' worth of engagements
+ * wait in memory, or once the oldest has waited COUNTER_FLUSH_US (or the flush
+ * interval, when that is longer), and when the writer stops. */
+#define COUNTER_FLUSH_GROUPS 4
+#define COUNTER_FLUSH_US     100000u
+
 /* ---- the engagement ring ---- */
 
 static size_t round_up_pow2(size_t n)
@@ -67,7 +73,8 @@ int storage__queue_init(storage_t *s)
     for (size_t i = 0; i < cap; i++)
         atomic_init(&s->slots[i].seq, i);
 
-    s->counters = storage__counters_new(s->opts.batch_max);
+    s->counters = storage__counters_new((COUNTER_FLUSH_GROUPS + 1) * (size_t)s->opts.batch_max,
+                                        s->opts.batch_max);
     s->batch_times = xcalloc(s->opts.batch_max, sizeof(*s->batch_times));
     s->scratch_query = xcalloc(1, STORAGE_QUERY_MAX);
 
@@ -255,7 +262,7 @@ static size_t store_engagements(storage_t *s, MDB_txn *parent, size_t limit, siz
 
     *taken = 0;
     s->batch_times_len = 0;
-    storage__counters_reset(s);
+    storage__counters_group_begin(s);
     if (rc != 0) {
         t.txn = NULL;
         storage__fail(rc, "begin a nested transaction for", "engagements");
@@ -274,8 +281,6 @@ static size_t store_engagements(storage_t *s, MDB_txn *parent, size_t limit, siz
         s->next_seq++;
         s->batch_times[stored++] = e.time_us;
     }
-    if (storage__counters_apply(&t) != STORAGE_OK)
-        goto out;
     rc = mdb_txn_commit(t.txn);
     t.txn = NULL;
     if (rc != 0) {
@@ -293,6 +298,7 @@ out:
     }
     /* Everything taken off the ring in this group is lost, and said so. */
     s->batch_times_len = 0;
+    storage__counters_group_undo(s);
     remember_failure(s);
     s->next_seq = first_seq;
     atomic_fetch_add_explicit(&s->st_dropped, *taken, memory_order_relaxed);
@@ -384,14 +390,30 @@ static void record_latency(storage_t *s)
     s->batch_times_len = 0;
 }
 
-/* Returns whether the group committed. */
-static bool run_batch(storage_t *s, storage_job_t *jobs, size_t njobs, size_t eng_limit)
+static uint64_t counter_flush_us(const storage_t *s)
+{
+    uint64_t flush = (uint64_t)s->opts.flush_interval_ms * 1000u;
+    return flush > COUNTER_FLUSH_US ? flush : COUNTER_FLUSH_US;
+}
+
+/* Whether the counters gathered in memory are due to be written. */
+static bool counters_due(const storage_t *s, uint64_t now, bool force)
+{
+    if (s->counters_pending == 0)
+        return false;
+    return force || s->counters_pending >= COUNTER_FLUSH_GROUPS * (size_t)s->opts.batch_max ||
+           now - s->counters_since_us >= counter_flush_us(s);
+}
+
+/* Returns whether the group committed. With force, counters in memory are
+ * written whatever their age (the writer is stopping). */
+static bool run_batch(storage_t *s, storage_job_t *jobs, size_t njobs, size_t eng_limit, bool force)
 {
     MDB_txn *txn = NULL;
     uint64_t first_seq = s->next_seq, started = now_us();
     size_t taken = 0, stored = 0;
     char commit_error[256] = "";
-    bool committed = false;
+    bool committed = false, flushed = false;
     int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
 
     if (rc != 0) {
@@ -400,6 +422,15 @@ static bool run_batch(storage_t *s, storage_job_t *jobs, size_t njobs, size_t en
     }
     stored = store_engagements(s, txn, eng_limit, &taken);
     run_jobs(s, txn, jobs);
+    if (stored > 0 && s->counters_pending == 0)
+        s->counters_since_us = started;
+    s->counters_pending += stored;
+    if (counters_due(s, started, force)) {
+        storage_txn_t t = {txn, s};
+        if (storage__counters_apply(&t, s->next_seq - 1) != STORAGE_OK)
+            goto out;
+        flushed = true;
+    }
 
     if (stored > 0) {
         storage_txn_t t = {txn, s};
@@ -425,6 +456,15 @@ static bool run_batch(storage_t *s, storage_job_t *jobs, size_t njobs, size_t en
 out:
     if (txn != NULL)
         mdb_txn_abort(txn);
+    if (committed && flushed) {
+        storage__counters_reset(s);
+        s->counters_pending = 0;
+    } else if (!committed) {
+        /* This group's clicks are not stored: out of the counters with them.
+         * Counters of earlier groups stay in memory for the next try. */
+        storage__counters_group_undo(s);
+        s->counters_pending -= stored;
+    }
     if (committed) {
         record_latency(s);
         atomic_fetch_add_explicit(&s->st_recorded, stored, memory_order_relaxed);
@@ -507,6 +547,10 @@ static void *writer_main(void *arg)
     storage_t *s = arg;
     size_t batch_max = s->opts.batch_max;
 
+    /* Counters a crash left behind the log are made whole before new clicks
+     * are counted; if that fails they stay behind until the next start. */
+    if (storage__counters_recover(s, batch_max) != STORAGE_OK)
+        remember_failure(s);
     for (;;) {
         bool stopping = wait_for_work(s);
         /* Read before the queues: once no push is in flight after stop, the
@@ -517,14 +561,20 @@ static void *writer_main(void *arg)
          * can starve the other. */
         size_t job_limit = depth > 0 ? (batch_max + 1) / 2 : batch_max;
         storage_job_t *jobs = take_jobs(s, job_limit, &njobs);
+        bool due = counters_due(s, now_us(), quiet);
 
-        if (jobs == NULL && depth == 0) {
+        if (jobs == NULL && depth == 0 && !due) {
             if (quiet)
                 break;
             continue;
         }
-        if (!run_batch(s, jobs, njobs, batch_max - njobs))
+        if (!run_batch(s, jobs, njobs, batch_max - njobs, quiet)) {
+            /* Stopping with a store that refuses writes: the counted mark in
+             * meta lets the next start count these clicks again. */
+            if (quiet && jobs == NULL && depth == 0)
+                break;
             back_off(s);
+        }
     }
     return NULL;
 }
