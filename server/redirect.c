@@ -90,6 +90,51 @@ static h2o_iovec_t forwarded_for(h2o_req_t *req)
     return h2o_iovec_init(buf, n);
 }
 
+/* Visitors send a few hundred distinct User-Agent strings between them, and
+ * classifying one scans it for dozens of tokens, so each worker thread keeps
+ * its recent answers, by exact string, in a small direct-mapped cache. */
+#define UA_CACHE_SLOTS 64
+#define UA_CACHE_MAX   320
+
+typedef struct ua_cached {
+    uint64_t hash;
+    uint16_t len; /* 0: empty */
+    uint8_t device;
+    char text[UA_CACHE_MAX];
+} ua_cached_t;
+
+static _Thread_local ua_cached_t ua_cache[UA_CACHE_SLOTS];
+
+static uint64_t ua_hash(const char *p, size_t n)
+{
+    uint64_t h = n * UINT64_C(0x9E3779B97F4A7C15), word;
+
+    for (; n >= 8; p += 8, n -= 8) {
+        memcpy(&word, p, 8);
+        h = (h ^ word) * UINT64_C(0xff51afd7ed558ccd);
+        h ^= h >> 32;
+    }
+    word = 0;
+    memcpy(&word, p, n);
+    h = (h ^ word) * UINT64_C(0xc4ceb9fe1a85ec53);
+    return h ^ (h >> 29);
+}
+
+static uint8_t classify_user_agent(h2o_iovec_t ua)
+{
+    if (ua.len == 0 || ua.len > UA_CACHE_MAX)
+        return (uint8_t)parse_user_agent(ua.base, ua.len);
+    uint64_t h = ua_hash(ua.base, ua.len);
+    ua_cached_t *c = &ua_cache[h % UA_CACHE_SLOTS];
+    if (c->len == ua.len && c->hash == h && memcmp(c->text, ua.base, ua.len) == 0)
+        return c->device;
+    c->device = (uint8_t)parse_user_agent(ua.base, ua.len);
+    c->hash = h;
+    c->len = (uint16_t)ua.len;
+    memcpy(c->text, ua.base, ua.len);
+    return c->device;
+}
+
 static void find_country(worker_t *w, h2o_req_t *req, char country[3])
 {
     const app_t *app = w->app;
@@ -125,7 +170,7 @@ static void record(worker_t *w, h2o_req_t *req, const char *code, size_t code_le
     e.code[code_len] = '\0';
 
     h2o_iovec_t ua = header_value(req, H2O_TOKEN_USER_AGENT);
-    e.device = (uint8_t)parse_user_agent(ua.base, ua.len);
+    e.device = classify_user_agent(ua);
     e.bot = e.device == STORAGE_DEVICE_BOT;
     if (referrer != NULL) {
         snprintf(e.referrer, sizeof(e.referrer), "%s", referrer);
