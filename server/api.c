@@ -8,18 +8,47 @@
 #include "api.h"
 #include "log.h"
 
+static const char *reason_of(int status)
+{
+    switch (status) {
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 400:
+        return "Bad Request";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 409:
+        return "Conflict";
+    case 413:
+        return "Payload Too Large";
+    case 503:
+        return "Service Unavailable";
+    default:
+        return status < 300 ? "OK" : status < 500 ? "Client Error" : "Internal Server Error";
+    }
+}
+
 int api_reply(h2o_req_t *req, int status, json_t *body)
 {
     char *text = json_dumps(body, JSON_COMPACT);
     size_t len = text != NULL ? strlen(text) : 0;
 
     req->res.status = status;
-    req->res.reason = status < 300 ? "OK" : "Error";
+    req->res.reason = reason_of(status);
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
                    H2O_STRLIT("application/json; charset=utf-8"));
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL,
                    H2O_STRLIT("no-store"));
     /* h2o_send_inline copies the body into the request's pool. */
+    req->res.content_length = text != NULL ? len : 2;
     h2o_send_inline(req, text != NULL ? text : "{}", text != NULL ? len : 2);
     free(text);
     json_decref(body);
@@ -227,6 +256,13 @@ static int parse_body(api_request_t *r)
         snprintf(msg, sizeof(msg), "The request body is larger than %zu bytes.",
                  r->app->cfg->max_body);
         api_error(req, 413, "REQUEST_ENTITY_TOO_LARGE", msg, "", NULL, NULL);
+        return -1;
+    }
+    /* jansson stops at a NUL byte and would take what precedes it for the
+     * whole body; a body with one is not JSON. */
+    if (memchr(req->entity.base, '\0', req->entity.len) != NULL) {
+        api_error(req, 400, "INVALID_BODY", "The body is not a JSON object: it holds a NUL byte.",
+                  "", "body", "invalid");
         return -1;
     }
     r->body = json_loadb(req->entity.base, req->entity.len, JSON_REJECT_DUPLICATES, &jerr);

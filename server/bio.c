@@ -556,6 +556,7 @@ static int send_missing(h2o_req_t *req)
     req->res.status = 404;
     req->res.reason = "Not Found";
     security_headers(req);
+    req->res.content_length = sizeof(missing_page) - 1;
     h2o_send_inline(req, missing_page, sizeof(missing_page) - 1);
     return 0;
 }
@@ -608,6 +609,7 @@ static int render_page(worker_t *w, h2o_req_t *req, json_t *rec)
     req->res.status = 200;
     req->res.reason = "OK";
     security_headers(req);
+    req->res.content_length = h.len;
     h2o_send_inline(req, h.buf, h.len);
     return 0;
 }

@@ -37,6 +37,7 @@ static int send_text(h2o_req_t *req, int status, const char *reason, const char 
     req->res.status = status;
     req->res.reason = reason;
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, type, strlen(type));
+    req->res.content_length = len;
     h2o_send_inline(req, body, len);
     return 0;
 }

@@ -42,6 +42,7 @@ int app_page_handle(worker_t *w, h2o_req_t *req, const char *path, size_t path_l
         req->res.reason = "Not Found";
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
                        H2O_STRLIT("text/plain; charset=utf-8"));
+        req->res.content_length = sizeof("not found\n") - 1;
         h2o_send_inline(req, H2O_STRLIT("not found\n"));
         return 0;
     }
@@ -49,6 +50,7 @@ int app_page_handle(worker_t *w, h2o_req_t *req, const char *path, size_t path_l
     req->res.status = 200;
     req->res.reason = "OK";
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, type, strlen(type));
+    req->res.content_length = asset->size;
     h2o_send_inline(req, (const char *)asset->data, asset->size);
     return 0;
 }
@@ -160,6 +162,7 @@ int metrics_handle(worker_t *w, h2o_req_t *req)
     req->res.reason = "OK";
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
                    H2O_STRLIT("text/plain; version=0.0.4"));
+    req->res.content_length = n;
     h2o_send_inline(req, buf, n);
     return 0;
 }

@@ -613,6 +613,7 @@ static int send_plain(h2o_req_t *req, int status, const char *reason, const char
                    H2O_STRLIT("text/plain; charset=utf-8"));
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL,
                    H2O_STRLIT("no-store"));
+    req->res.content_length = strlen(text);
     h2o_send_inline(req, text, strlen(text));
     return 0;
 }
@@ -654,6 +655,7 @@ int qr_image_handle(worker_t *w, h2o_req_t *req, const char *rest, size_t len)
     if (etag_matches(req, etag)) {
         req->res.status = 304;
         req->res.reason = "Not Modified";
+        req->res.content_length = 0;
         h2o_send_inline(req, "", 0);
         return 0;
     }
@@ -665,6 +667,7 @@ int qr_image_handle(worker_t *w, h2o_req_t *req, const char *rest, size_t len)
                    strlen(img.type));
     h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-content-type-options"), 0,
                           NULL, H2O_STRLIT("nosniff"));
+    req->res.content_length = img.len;
     h2o_send_inline(req, (const char *)img.body, img.len);
     return 0;
 }
