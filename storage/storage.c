@@ -482,7 +482,19 @@ int storage_backup(storage_t *s, const char *dir, char *err, size_t errlen)
         return rc;
     /* Compacting copies skip free pages, so the copy is as small as the live
      * data; it runs in a read transaction and does not stop the writer. */
+    /* The copy holds signing secrets and token digests: it must be as private
+     * as the live store. LMDB creates the file with the process umask, so
+     * narrow it for the copy (the backup command is single-threaded) and fix
+     * the mode afterwards in case the file existed. */
+    mode_t old_mask = umask(077);
     rc = mdb_env_copy2(s->env, dir, MDB_CP_COMPACT);
+    umask(old_mask);
+    if (rc == 0) {
+        char path[4096];
+        snprintf(path, sizeof(path), "%s/data.mdb", dir);
+        if (chmod(path, 0600) != 0 || chmod(dir, 0700) != 0)
+            rc = errno;
+    }
     if (rc != 0) {
         snprintf(err, errlen, "storage: backup into '%s' failed: %s", dir, mdb_strerror(rc));
         return STORAGE_ERROR;

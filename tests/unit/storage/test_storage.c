@@ -545,6 +545,14 @@ static void storage_backup_makes_openable_copy(void **state)
     assert_int_equal(add_link(f->s, "kept", "Bgroup00001", "https://kept.example/"), STORAGE_OK);
     snprintf(dir, sizeof(dir), "%s/backup", f->dir);
     assert_int_equal(storage_backup(f->s, dir, err, sizeof(err)), STORAGE_OK);
+    /* The copy holds secrets: only its owner may read it, whatever the umask. */
+    struct stat st;
+    char file[200];
+    snprintf(file, sizeof(file), "%s/data.mdb", dir);
+    assert_int_equal(stat(file, &st), 0);
+    assert_int_equal(st.st_mode & 077, 0);
+    assert_int_equal(stat(dir, &st), 0);
+    assert_int_equal(st.st_mode & 077, 0);
     /* A second backup into the same, now non-empty, directory is refused. */
     assert_int_equal(storage_backup(f->s, dir, err, sizeof(err)), STORAGE_INVALID);
     assert_non_null(strstr(err, "not empty"));
