@@ -313,6 +313,11 @@ static int apply(config_t *cfg, int id, const char *v, char *err, size_t errlen)
     case OPT_NAME:
         if (!copy_str(cfg->token_name, sizeof(cfg->token_name), v) || v[0] == '\0')
             return fail(err, errlen, "--name %s: empty or longer than 127 bytes", v);
+        /* `token list` prints one token per line, tab-separated. */
+        for (const char *p = v; *p != '\0'; p++) {
+            if ((unsigned char)*p < 0x20 || *p == 0x7f)
+                return fail(err, errlen, "--name: %s", "control characters are not allowed");
+        }
         return 0;
     case OPT_ID:
         if (!copy_str(cfg->token_id, sizeof(cfg->token_id), v))
@@ -398,10 +403,15 @@ static int finish(config_t *cfg, char *err, size_t errlen)
         *p = (char)tolower((unsigned char)*p);
 
     for (size_t i = 0; i < cfg->n_webhook_allow; i++) {
-        if (cfg->webhook_allow[i].prefix == 0 && !cfg->webhook_allow_unsafe)
+        const geoip_cidr_t *c = &cfg->webhook_allow[i];
+        /* Every special range is a /8 (IPv4) or a /7 (IPv6) or narrower: a
+         * wider allowance opens much more than private networks. */
+        unsigned widest = c->addr.family == AF_INET ? 8 : 7;
+        if (c->prefix < widest && !cfg->webhook_allow_unsafe)
             return fail(err, errlen, "--webhook-allow-cidr: %s",
-                        "0.0.0.0/0 and ::/0 open every private range; add "
-                        "--webhook-allow-unsafe to mean it");
+                        "a range wider than /8 (IPv4) or /7 (IPv6), such as 0.0.0.0/0, "
+                        "opens every private range at once; add --webhook-allow-unsafe to "
+                        "mean it");
     }
     if (cfg->tls_host[0] != '\0' && (cfg->tls_cert[0] == '\0' || cfg->tls_key[0] == '\0'))
         return fail(err, errlen, "--tls-listen: %s", "needs --tls-cert and --tls-key");

@@ -174,6 +174,11 @@ static void *worker_main(void *arg)
     stop_listener(tls);
     for (int i = 0; i < 10; i++)
         h2o_evloop_run(loop, 10);
+    h2o_multithread_unregister_receiver(w->ctx.queue, &w->results);
+    /* TODO: h2o 2.2's context keeps its multithread queue (176 bytes per
+     * worker) past h2o_context_dispose, and destroying it here crashes. */
+    h2o_context_dispose(&w->ctx);
+    h2o_evloop_destroy(loop);
     return NULL;
 }
 
@@ -292,13 +297,37 @@ static void reload_geoip(app_t *app, worker_t *workers, unsigned n)
 
 /* The main thread's watch while the workers serve: signals and the GeoIP
  * file's modification time. */
+/* Losses the writer could not report to anyone (a failed group commit, a full
+ * click queue) are logged here, once per change, with the writer's reason. */
+static void report_losses(app_t *app, storage_stats_t *last)
+{
+    storage_stats_t now;
+    char reason[512];
+
+    storage_get_stats(app->storage, &now);
+    if (now.commit_failures > last->commit_failures) {
+        storage_writer_last_error(app->storage, reason, sizeof(reason));
+        log_msg(LOG_ERROR, "storage",
+                "%llu group commits failed (%llu engagements lost so far): %s",
+                (unsigned long long)(now.commit_failures - last->commit_failures),
+                (unsigned long long)now.engagements_dropped, reason);
+    } else if (now.engagements_dropped > last->engagements_dropped) {
+        log_msg(LOG_WARN, "storage", "%llu engagements dropped: the click queue was full",
+                (unsigned long long)(now.engagements_dropped - last->engagements_dropped));
+    }
+    *last = now;
+}
+
 static void watch(app_t *app, worker_t *workers, unsigned n)
 {
     const char *path = app->cfg->geoip_db;
     file_id_t seen = path[0] != '\0' ? file_id(path) : (file_id_t){0};
+    storage_stats_t stats;
 
+    storage_get_stats(app->storage, &stats);
     while (!app->stopping) {
         usleep(200000);
+        report_losses(app, &stats);
         bool changed = false;
         if (path[0] != '\0') {
             file_id_t now = file_id(path);
@@ -413,6 +442,14 @@ int server_run(const config_t *cfg)
     if (storage_open(&app.storage, &so, err, sizeof(err)) != STORAGE_OK) {
         log_msg(LOG_ERROR, "storage", "%s", err);
         return 1;
+    }
+    for (size_t i = 0; i < cfg->n_trusted; i++) {
+        const geoip_cidr_t *c = &cfg->trusted[i];
+        if (c->prefix < (c->addr.family == AF_INET ? 8 : 16))
+            log_msg(LOG_WARN, "http",
+                    "--trusted-proxy range %zu is /%u wide: any client in it can choose the "
+                    "address, and so the country, its clicks are recorded with",
+                    i + 1, c->prefix);
     }
     if (open_geoip(&app) != 0 || bootstrap(&app) != 0)
         goto out;

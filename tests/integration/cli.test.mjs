@@ -1,0 +1,91 @@
+// The command line: flags refused before anything is served, the token and
+// backup subcommands, and the log lines an operator must see.
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { test } from 'node:test';
+import { BIN, request, startServer, tempDir } from '../lib/harness.mjs';
+
+const run = (args, env = {}) => spawnSync(BIN, args, {
+  encoding: 'utf8', timeout: 20000, env: { ...process.env, ASAN_OPTIONS: 'detect_leaks=0', ...env },
+});
+
+test('cli_help_lists_flags_with_their_environment_twins', () => {
+  const r = run(['--help']);
+  assert.equal(r.status, 0);
+  for (const f of ['--listen', '--data-dir', '--geoip-db', '--public-url', '--trusted-proxy', '--webhook-allow-cidr']) {
+    assert.ok(r.stdout.includes(f), f);
+  }
+  assert.match(r.stdout, /SHORTLINKD_WEBHOOK_ALLOW_CIDR/);
+  assert.doesNotMatch(r.stdout, /SHORTLINKD_HELP/);
+});
+
+test('cli_refuses_bad_flags_before_serving', () => {
+  const dir = tempDir();
+  const cases = [
+    [['serve', '--data-dir', dir, '--webhook-allow-cidr', '0.0.0.0/1'], /--webhook-allow-unsafe/],
+    [['serve', '--data-dir', dir, '--webhook-allow-cidr', '::/0'], /--webhook-allow-unsafe/],
+    [['serve', '--data-dir', dir, '--trusted-proxy', 'not-a-cidr'], /not an address or CIDR/],
+    [['serve', '--data-dir', dir, '--redirect-status', '303'], /301, 302, 307 or 308/],
+    [['serve', '--data-dir', dir, '--listen', 'nope'], /HOST:PORT/],
+    [['serve', '--data-dir', dir, '--tls-listen', '127.0.0.1:1'], /--tls-cert/],
+    [['serve', '--no-such-flag'], /unknown flag/],
+    [['token', 'create', '--data-dir', dir, '--name', 'a\tb'], /control characters/],
+    [['token', 'create', '--data-dir', dir], /--name NAME is required/],
+  ];
+  for (const [args, message] of cases) {
+    const r = run(args);
+    assert.equal(r.status, 2, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, message, args.join(' '));
+  }
+  // The environment twin is checked the same way.
+  const r = run(['serve', '--data-dir', dir], { SHORTLINKD_WEBHOOK_ALLOW_CIDR: '10.0.0.0/8,0.0.0.0/0' });
+  assert.equal(r.status, 2);
+  assert.match(r.stderr, /--webhook-allow-unsafe/);
+});
+
+test('cli_token_create_prints_the_token_only_and_it_works', async () => {
+  const server = await startServer();
+  try {
+    const r = run(['token', 'create', '--data-dir', server.dataDir, '--name', 'ci']);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /^[0-9a-f]{40}\n$/);
+    const token = r.stdout.trim();
+    assert.equal((await server.api('GET', '/v4/user', undefined, token)).status, 200);
+    const list = run(['token', 'list', '--data-dir', server.dataDir]);
+    assert.ok(!list.stdout.includes(token), 'token list never prints a token');
+    assert.match(list.stdout, /\tci\n/);
+    assert.ok(!server.log.includes(token) && !server.log.includes(server.token), 'no token in the log');
+    // The admin token file is readable by its owner only.
+    assert.equal(fs.statSync(path.join(server.dataDir, 'admin-token')).mode & 0o077, 0);
+  } finally {
+    await server.stop();
+  }
+});
+
+test('cli_backup_is_private_and_opens', async () => {
+  const server = await startServer();
+  const link = (await server.api('POST', '/v4/shorten', { long_url: 'https://example.com/backed-up' })).json();
+  await server.stop();
+  const to = path.join(tempDir(), 'copy');
+  const r = run(['backup', '--data-dir', server.dataDir, '--to', to], {});
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(fs.statSync(path.join(to, 'data.mdb')).mode & 0o077, 0);
+  fs.copyFileSync(path.join(server.dataDir, 'admin-token'), path.join(to, 'admin-token'));
+  const restored = await startServer({ dataDir: to });
+  try {
+    const code = link.id.split('/')[1];
+    const res = await request(`${restored.base}/${code}`);
+    assert.equal(res.status, 302);
+    assert.equal(res.headers.location, 'https://example.com/backed-up');
+  } finally {
+    await restored.stop();
+  }
+});
+
+test('cli_wide_trusted_proxy_is_warned_about', async () => {
+  const server = await startServer({ args: ['--trusted-proxy', '0.0.0.0/0'] });
+  await server.stop();
+  assert.match(server.log, /warn .*--trusted-proxy range 1 is \/0 wide/);
+});
