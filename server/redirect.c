@@ -157,11 +157,35 @@ static void find_country(worker_t *w, h2o_req_t *req, char country[3])
         atomic_fetch_add_explicit(&w->app->metrics.no_country, 1, memory_order_relaxed);
 }
 
+/* The parameters passed on, as the target got them: the part of the Location
+ * that parse_redirect_target added to the long URL (encoded, the QR marker
+ * gone). Past STORAGE_QUERY_MAX they are cut at a parameter boundary, never
+ * inside a percent-escape. */
+static h2o_iovec_t passed_params(const storage_link_t *link, const char *location, size_t len)
+{
+    const char *url = link->long_url.ptr;
+    const char *hash = memchr(url, '#', link->long_url.len);
+    size_t base = hash != NULL ? (size_t)(hash - url) : link->long_url.len;
+    size_t fragment = link->long_url.len - base;
+
+    if (len <= link->long_url.len)
+        return h2o_iovec_init(NULL, 0);
+    /* A separator was added unless the long URL already ended in one. */
+    bool separator = !(base > 0 && (url[base - 1] == '?' || url[base - 1] == '&'));
+    const char *p = location + base + separator;
+    size_t n = len - fragment - base - separator;
+    if (n > STORAGE_QUERY_MAX) {
+        n = STORAGE_QUERY_MAX;
+        while (n > 0 && p[n] != '&')
+            n--;
+    }
+    return h2o_iovec_init(p, n);
+}
+
 static void record(worker_t *w, h2o_req_t *req, const char *code, size_t code_len,
-                   storage_kind_t kind, const char *referrer, const char *query, size_t query_len)
+                   storage_kind_t kind, const char *referrer, h2o_iovec_t passed)
 {
     storage_engagement_t e = {0};
-    char passed[STORAGE_QUERY_MAX + 2];
 
     e.time_us = util_now_us();
     util_uuid7(e.event_id, e.time_us);
@@ -179,16 +203,7 @@ static void record(worker_t *w, h2o_req_t *req, const char *code, size_t code_le
         parse_referrer_host(ref.base, ref.len, e.referrer, sizeof(e.referrer));
     }
     find_country(w, req, e.country);
-    /* The parameters passed on are the visitor's query as the target got it:
-     * encoded the same way, with the QR marker gone. */
-    if (query_len > 0 && query_len < STORAGE_QUERY_MAX / 3) {
-        bool qr;
-        size_t n = parse_redirect_target("?", 1, query, query_len, passed, sizeof(passed), &qr);
-        if (n > 1)
-            e.query = (storage_bytes_t){passed + 1, n - 1};
-    } else if (query_len > 0) {
-        e.query = (storage_bytes_t){query, query_len};
-    }
+    e.query = (storage_bytes_t){passed.base, passed.len};
 
     if (e.bot)
         atomic_fetch_add_explicit(&w->app->metrics.bots, 1, memory_order_relaxed);
@@ -235,15 +250,19 @@ int redirect_serve(worker_t *w, h2o_req_t *req, const char *code, size_t code_le
     size_t location_len = parse_redirect_target(link.long_url.ptr, link.long_url.len, query,
                                                 query_len, location, cap, &is_qr);
     int status = link.redirect_status != 0 ? link.redirect_status : w->app->cfg->redirect_status;
+    h2o_iovec_t passed =
+        location_len > 0 ? passed_params(&link, location, location_len) : h2o_iovec_init(NULL, 0);
     storage_reader_end(w->reader);
     if (location_len == 0)
         return send_not_found(w, req);
 
+    /* The QR marker makes a plain click a scan; a bio tap stays a bio tap. */
+    if (is_qr && kind == STORAGE_KIND_CLICK)
+        kind = STORAGE_KIND_QR_SCAN;
     if (head)
         atomic_fetch_add_explicit(&w->app->metrics.head_requests, 1, memory_order_relaxed);
     else
-        record(w, req, code, code_len, is_qr ? STORAGE_KIND_QR_SCAN : kind, referrer, query,
-               query_len);
+        record(w, req, code, code_len, kind, referrer, passed);
     atomic_fetch_add_explicit(&w->app->metrics.redirects[status_slot(status)], 1,
                               memory_order_relaxed);
 
