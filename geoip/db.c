@@ -1,10 +1,12 @@
 /*
  * geoip/db.c: the country database, one memory-mapped MaxMind DB file.
  *
- * The file is opened once and never written to afterwards, so lookups from
- * many threads need no lock (libmaxminddb in MMDB_MODE_MMAP only reads the
- * mapping). Everything that can go wrong with a bad file is checked at open,
- * so that an operator learns at start-up, not at the first click.
+ * The file is copied once into a private, sealed memory file, which is what
+ * libmaxminddb maps: nothing done to the file on disk afterwards can reach the
+ * lookups, and lookups from many threads need no lock (libmaxminddb in
+ * MMDB_MODE_MMAP only reads the mapping). Everything that can go wrong with a
+ * bad file is checked at open, so that an operator learns at start-up, not at
+ * the first click.
  */
 #include "geoip.h"
 
@@ -16,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -41,6 +44,12 @@ struct geoip_db {
 #define SAMPLE_NODE_BUDGET 4096
 /* 9999-12-31T23:59:59Z: a build time past it is a corrupt field, not a date. */
 #define MAX_BUILD_EPOCH 253402300799ULL
+/* The largest file copied into memory. Country databases are tens of
+ * megabytes and even a city database is well below this; a larger file is
+ * not one to hold in memory by mistake. */
+#define MAX_DB_BYTES (1ULL << 30)
+/* Bytes read per step of that copy. */
+#define COPY_CHUNK (1U << 20)
 
 /* Public addresses the self-check looks up: they must not make the library
  * report an error, whether or not the file knows them. */
@@ -282,8 +291,9 @@ static void describe(geoip_db_t *db)
 
 /* Tells a missing or unreadable path apart from a bad file; libmaxminddb
  * reports both as a failed open, without errno. O_NONBLOCK keeps a FIFO given
- * by mistake from hanging start-up; it changes nothing for a regular file. */
-static int check_readable(const char *path, char *err, size_t errlen)
+ * by mistake from hanging start-up; it changes nothing for a regular file.
+ * Returns the open descriptor, or -1 with err set. */
+static int open_regular(const char *path, char *err, size_t errlen)
 {
     struct stat st;
     char why[128];
@@ -298,8 +308,117 @@ static int check_readable(const char *path, char *err, size_t errlen)
         fail(err, errlen, path, "not a regular file", "");
         return -1;
     }
-    close(fd);
+    return fd;
+}
+
+/* Writes all of buf to fd. Returns 0, or -1 with errno set. */
+static int write_all(int fd, const char *buf, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = write(fd, buf, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -1;
+        buf += n;
+        len -= (size_t)n;
+    }
     return 0;
+}
+
+/* Copies the file at src into the memory file dst, to the end of src, at most
+ * MAX_DB_BYTES. Returns 0, or -1 with err set. */
+static int copy_into(int dst, int src, const char *path, char *err, size_t errlen)
+{
+    char why[128];
+    char *buf = malloc(COPY_CHUNK);
+    uint64_t total = 0;
+    int rc = -1;
+
+    if (buf == NULL) {
+        fail(err, errlen, path, "out of memory", "");
+        goto out;
+    }
+    for (;;) {
+        ssize_t n = read(src, buf, COPY_CHUNK);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            fail(err, errlen, path, "cannot read", strerror_r(errno, why, sizeof(why)));
+            goto out;
+        }
+        if (n == 0)
+            break;
+        total += (uint64_t)n;
+        /* Counted as read, not from fstat, so a file still growing while it
+         * is copied is bounded too. */
+        if (total > MAX_DB_BYTES) {
+            fail(err, errlen, path, "larger than 1 GiB", "");
+            goto out;
+        }
+        if (write_all(dst, buf, (size_t)n) != 0) {
+            fail(err, errlen, path, "cannot copy into memory", strerror_r(errno, why, sizeof(why)));
+            goto out;
+        }
+    }
+    rc = 0;
+
+out:
+    free(buf);
+    return rc;
+}
+
+/* Makes a private, sealed in-memory copy of the open file src, so that the
+ * mapping libmaxminddb makes cannot change under the lookups. Mapping the
+ * operator's file directly meant that a file truncated or rewritten in place
+ * (": > file", an updater writing over it) took the mapped pages away and the
+ * next lookup died of SIGBUS; a reload could not help, since it would only
+ * refuse the broken file and keep the mapping of it. The cost is the file's
+ * size in memory (twice during a reload) instead of shared page cache.
+ *
+ * Returns 0 with *out the memory file, 0 with *out = -1 when memory files are
+ * not available here (the caller then maps the path itself), or -1 with err
+ * set. */
+static int private_copy(int src, const char *path, char *err, size_t errlen, int *out)
+{
+    int fd = memfd_create("shortlinkd-geoip", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+
+    *out = -1;
+    if (fd < 0)
+        return 0;
+    if (copy_into(fd, src, path, err, errlen) != 0) {
+        close(fd);
+        return -1;
+    }
+    /* Nothing else holds this file, and the seals make that a guarantee:
+     * neither a stray write nor a truncation can reach the mapping. A kernel
+     * without seals still gives a copy no one else can name, so a failure
+     * here changes nothing that matters. */
+    (void)fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL);
+    *out = fd;
+    return 0;
+}
+
+/* Maps the database: the private copy in memfd through its /proc/self/fd
+ * name, or path itself when there is no copy or no /proc. libmaxminddb opens
+ * the name it is given, maps it and closes its own descriptor; the mapping
+ * keeps the memory file alive after the caller closes memfd. Returns an MMDB
+ * status code. */
+static int map_db(MMDB_s *mmdb, int memfd, const char *path)
+{
+    char proc_path[48];
+    int rc;
+
+    if (memfd < 0)
+        return MMDB_open(path, MMDB_MODE_MMAP, mmdb);
+    snprintf(proc_path, sizeof(proc_path), "/proc/self/fd/%d", memfd);
+    rc = MMDB_open(proc_path, MMDB_MODE_MMAP, mmdb);
+    /* Only the open of the name can fail for want of /proc; the copy itself
+     * is there. Mapping the file in place is what shortlinkd did before, and
+     * better than no database. */
+    if (rc == MMDB_FILE_OPEN_ERROR)
+        rc = MMDB_open(path, MMDB_MODE_MMAP, mmdb);
+    return rc;
 }
 
 geoip_db_t *geoip_open(const char *path, char *err, size_t errlen)
@@ -308,6 +427,8 @@ geoip_db_t *geoip_open(const char *path, char *err, size_t errlen)
     geoip_db_t *result = NULL;
     bool opened = false;
     int found = 0;
+    int fd = -1;
+    int memfd = -1;
     int rc;
 
     if (err != NULL && errlen > 0)
@@ -316,14 +437,18 @@ geoip_db_t *geoip_open(const char *path, char *err, size_t errlen)
         fail(err, errlen, "(none)", "no path given", "");
         goto out;
     }
-    if (check_readable(path, err, errlen) != 0)
+    fd = open_regular(path, err, errlen);
+    if (fd < 0)
+        goto out;
+    if (private_copy(fd, path, err, errlen, &memfd) != 0)
         goto out;
     db = calloc(1, sizeof(*db));
     if (db == NULL) {
         fail(err, errlen, path, "out of memory", "");
         goto out;
     }
-    rc = MMDB_open(path, MMDB_MODE_MMAP, &db->mmdb);
+    /* Errors name path, the operator's file, never the /proc name. */
+    rc = map_db(&db->mmdb, memfd, path);
     if (rc != MMDB_SUCCESS) {
         fail(err, errlen, path, "not a usable MaxMind database", MMDB_strerror(rc));
         goto out;
@@ -346,6 +471,10 @@ geoip_db_t *geoip_open(const char *path, char *err, size_t errlen)
     db = NULL;
 
 out:
+    if (memfd >= 0)
+        close(memfd);
+    if (fd >= 0)
+        close(fd);
     if (db != NULL) {
         if (opened)
             MMDB_close(&db->mmdb);

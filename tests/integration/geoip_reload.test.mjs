@@ -155,3 +155,26 @@ test('geoip_reload_while_serving_loses_no_request', async () => {
   assert.doesNotMatch(server.log, SANITIZER);
   assert.equal(server.child.exitCode, null);
 });
+
+// Truncating the live file in place (": > file", an updater writing over it)
+// used to take the mapped pages away, and the next lookup died of SIGBUS. The
+// database in use is a private copy now: the server keeps answering, and the
+// reload the change triggers refuses the empty file and keeps the copy.
+test('geoip_reload_file_truncated_in_place_keeps_the_database_in_use', async () => {
+  const reloaded = count(RELOADED);
+  replaceDb(GEOIP2);
+  await waitLog(RELOADED, reloaded + 1);
+  const refused = count(REFUSED);
+  fs.truncateSync(dbPath, 0);
+  assert.equal(fs.statSync(dbPath).size, 0);
+  assert.equal(await countryOf('81.2.69.142'), 'GB');
+  await waitLog(REFUSED, refused + 1);
+  const line = server.log.split('\n').filter((l) => l.includes('reload refused')).pop();
+  assert.ok(line.includes(dbPath) && !line.includes('/proc/'), `the refusal names the file: ${line}`);
+  assert.equal(count(RELOADED), reloaded + 1);
+  assert.equal(await countryOf('81.2.69.142'), 'GB');
+  assert.equal(await countryOf(PROBE), 'CN', 'the database in use is kept');
+  assert.equal(server.child.exitCode, null);
+  assert.equal(server.child.signalCode, null);
+  assert.doesNotMatch(server.log, SANITIZER);
+});

@@ -366,6 +366,94 @@ static void geoip_open_absurd_build_time_refused(void **state)
     assert_non_null(strstr(err, "build time"));
 }
 
+/* Copies a file byte for byte, as an operator's cp would. */
+static void copy_file(const char *from, const char *to)
+{
+    char buf[8192];
+    size_t n;
+    FILE *in = fopen(from, "rb");
+    FILE *out = fopen(to, "wb");
+
+    assert_non_null(in);
+    assert_non_null(out);
+    while ((n = fread(buf, 1, sizeof(buf), in)) > 0)
+        assert_int_equal(fwrite(buf, 1, n, out), n);
+    fclose(in);
+    assert_int_equal(fclose(out), 0);
+}
+
+static int count_fds(void)
+{
+    DIR *dir = opendir("/proc/self/fd");
+    struct dirent *de;
+    int n = 0;
+
+    assert_non_null(dir);
+    while ((de = readdir(dir)) != NULL)
+        n += de->d_name[0] != '.';
+    closedir(dir);
+    return n;
+}
+
+/* Overwrites a file in place with as many zero bytes as it has, keeping its
+ * inode, as an updater that writes over the file does. */
+static void zero_in_place(const char *path)
+{
+    char zeros[4096] = {0};
+    FILE *f = fopen(path, "r+b");
+    long size;
+
+    assert_non_null(f);
+    assert_int_equal(fseek(f, 0, SEEK_END), 0);
+    size = ftell(f);
+    rewind(f);
+    for (long done = 0; done < size; done += (long)sizeof(zeros)) {
+        size_t n = size - done < (long)sizeof(zeros) ? (size_t)(size - done) : sizeof(zeros);
+        assert_int_equal(fwrite(zeros, 1, n, f), n);
+    }
+    assert_int_equal(fclose(f), 0);
+}
+
+/* The handle must not depend on the file after geoip_open: truncating the
+ * mapped file in place used to kill the next lookup with SIGBUS. */
+static void geoip_open_file_truncated_in_place_keeps_answering(void **state)
+{
+    char path[128], err[512] = "";
+    int fds = count_fds();
+    geoip_db_t *db;
+
+    snprintf(path, sizeof(path), "%s/truncated.mmdb", tmpdir);
+    copy_file(country_dbs[0], path);
+    db = open_ok(path);
+    /* Neither our descriptors nor libmaxminddb's stay open; the mapping
+     * alone keeps the copy. */
+    assert_int_equal(count_fds(), fds);
+
+    assert_int_equal(truncate(path, 0), 0);
+    assert_string_equal(country(db, "81.2.69.160"), "GB");
+    assert_string_equal(country(db, "2001:218::1"), "JP");
+
+    /* The truncated file itself is refused, under its own name. */
+    assert_null(geoip_open(path, err, sizeof(err)));
+    assert_non_null(strstr(err, path));
+    assert_null(strstr(err, "/proc/"));
+    geoip_close(db);
+}
+
+static void geoip_open_file_zeroed_in_place_keeps_answering(void **state)
+{
+    char path[128];
+    geoip_db_t *db;
+
+    snprintf(path, sizeof(path), "%s/zeroed.mmdb", tmpdir);
+    copy_file(country_dbs[0], path);
+    db = open_ok(path);
+    zero_in_place(path);
+    assert_string_equal(country(db, "81.2.69.160"), "GB");
+    assert_string_equal(country(db, "89.160.20.112"), "SE");
+    geoip_close(db);
+}
+
 /* Many threads on one handle: with ASan this at least shows no thread writes
  * to freed or shared scratch memory; the handle itself is never written. */
 static void *lookup_many(void *arg)
@@ -416,6 +504,8 @@ int main(void)
         cmocka_unit_test(geoip_open_empty_database_refused),
         cmocka_unit_test(geoip_open_absurd_build_time_refused),
         cmocka_unit_test(geoip_country_many_threads),
+        cmocka_unit_test(geoip_open_file_truncated_in_place_keeps_answering),
+        cmocka_unit_test(geoip_open_file_zeroed_in_place_keeps_answering),
     };
     return cmocka_run_group_tests(tests, setup_tmpdir, teardown_tmpdir);
 }
