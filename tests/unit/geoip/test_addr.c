@@ -288,6 +288,9 @@ static void geoip_addr_special_v4_ranges(void **state)
     assert_special("192.0.2.1", "documentation");
     assert_special("198.51.100.1", "documentation");
     assert_special("203.0.113.1", "documentation");
+    assert_special("192.88.99.1", "6to4-relay");
+    assert_special("192.88.98.255", NULL);
+    assert_special("192.88.100.0", NULL);
     assert_special("81.2.69.160", NULL);
     assert_special("8.8.8.8", NULL);
     assert_special("1.1.1.1", NULL);
@@ -313,6 +316,38 @@ static void geoip_addr_special_v6_ranges(void **state)
     assert_special("100:0:0:1::1", NULL);
     assert_special("2001:218::1", NULL);
     assert_special("2a00:1450:4001::1", NULL);
+}
+
+static void geoip_addr_special_teredo_and_ietf_protocol(void **state)
+{
+    /* Teredo, whatever client it hides: 4136:e378:8000:63bf:3fff:fdd2 is the
+     * RFC 4380 example, client 192.0.2.45; ffff:ffff is 0.0.0.0 obfuscated,
+     * 80ff:fffe is 127.0.0.1 obfuscated, 7eb4:ba5d is 129.75.69.162. */
+    assert_special("2001:0:4136:e378:8000:63bf:3fff:fdd2", "teredo");
+    assert_special("2001::80ff:fffe", "teredo");
+    assert_special("2001:0:1:2:3:4:7eb4:ba5d", "teredo");
+    assert_special("2001:0:ffff:ffff:ffff:ffff:ffff:ffff", "teredo");
+    /* The rest of 2001::/23. */
+    assert_special("2001:1::1", "ietf-protocol");
+    assert_special("2001:4:112::1", "ietf-protocol");
+    assert_special("2001:20::1", "ietf-protocol");
+    assert_special("2001:1ff:ffff::1", "ietf-protocol");
+    assert_special("2001:200::1", NULL);
+}
+
+static void geoip_addr_special_6to4_judged_by_embedded_v4(void **state)
+{
+    assert_special("2002:7f00:1::", "loopback");
+    assert_special("2002:7f00:0001:ffff::1", "loopback");
+    assert_special("2002:a9fe:a9fe::", "metadata");
+    assert_special("2002:a00:1::1", "private");
+    assert_special("2002:c0a8:101::", "private");
+    assert_special("2002::", "unspecified");
+    assert_special("2002:e000:1::", "multicast");
+    assert_special("2002:c058:6301::", "6to4-relay");
+    assert_special("2002:0808:0808::1", NULL);
+    assert_special("2002:5102:45a0::", NULL);
+    assert_special("2003::1", NULL);
 }
 
 static void geoip_addr_special_embedded_v4(void **state)
@@ -355,6 +390,8 @@ int main(void)
         cmocka_unit_test(geoip_addr_special_v4_ranges),
         cmocka_unit_test(geoip_addr_special_v6_ranges),
         cmocka_unit_test(geoip_addr_special_embedded_v4),
+        cmocka_unit_test(geoip_addr_special_teredo_and_ietf_protocol),
+        cmocka_unit_test(geoip_addr_special_6to4_judged_by_embedded_v4),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

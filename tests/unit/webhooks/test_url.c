@@ -99,6 +99,32 @@ static void webhook_url_check_bad_scheme_or_form_refused(void **state)
     expect_refused(NULL, &closed, NULL);
 }
 
+/* IPv6 prefixes that carry an IPv4 address to a relay or tunnel. */
+static void webhook_url_check_6to4_and_teredo_refused(void **state)
+{
+    struct sockaddr_in6 sin6;
+    char why[256] = "";
+
+    /* 6to4 reaches the IPv4 address in bits 16..47: here 127.0.0.1. */
+    expect_refused("http://[2002:7f00:1::]/", &closed, "loopback");
+    expect_refused("http://[2002:a9fe:a9fe::1]/", &closed, "metadata");
+    expect_refused("http://[2002:a00:1::]:8080/", &closed, "private");
+    /* Teredo: wherever it leads cannot be told from the address. */
+    expect_refused("http://[2001::80ff:fffe]/", &closed, "teredo");
+    expect_refused("http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/", &closed, "teredo");
+    expect_refused("http://[2001:4:112::1]/", &closed, "ietf-protocol");
+    expect_refused("http://192.88.99.1/", &closed, "6to4-relay");
+
+    memset(&sin6, 0, sizeof sin6);
+    sin6.sin6_family = AF_INET6;
+    inet_pton(AF_INET6, "2002:7f00:1::", &sin6.sin6_addr);
+    assert_false(webhook__addr_allowed((struct sockaddr *)&sin6, &closed, why, sizeof why));
+    assert_non_null(strstr(why, "loopback"));
+
+    /* 6to4 of a public address is that public address. */
+    assert_int_equal(webhook_url_check("http://[2002:5102:45a0::1]/", &closed, why, sizeof why), 0);
+}
+
 static void webhook_url_check_public_accepted(void **state)
 {
     char err[256];
@@ -183,6 +209,7 @@ int main(void)
         cmocka_unit_test(webhook_url_check_c18_literals_refused),
         cmocka_unit_test(webhook_url_check_other_spellings_refused),
         cmocka_unit_test(webhook_url_check_bad_scheme_or_form_refused),
+        cmocka_unit_test(webhook_url_check_6to4_and_teredo_refused),
         cmocka_unit_test(webhook_url_check_public_accepted),
         cmocka_unit_test(webhook_url_check_policy_opens_loopback),
         cmocka_unit_test(webhook_addr_allowed_checks_connected_address),
