@@ -13,6 +13,7 @@
 #include <strings.h>
 
 #include <curl/curl.h>
+#include <idn2.h>
 
 #include "webhooks_internal.h"
 
@@ -169,6 +170,42 @@ static int check_host(const char *host, const webhook_net_policy_t *policy, char
     return 0;
 }
 
+static bool is_ascii(const char *s)
+{
+    for (; *s != '\0'; s++) {
+        if ((unsigned char)*s >= 0x80)
+            return false;
+    }
+    return true;
+}
+
+/* A host with bytes past ASCII (bücher.example, 127。0。0。1, or the same
+ * percent-encoded, which curl decodes) is refused: the dispatcher's curl
+ * fails every delivery to it ("URL using bad/illegal format"), and this
+ * function only checks, it does not rewrite the URL that is stored. The
+ * message gives the ASCII form to save instead, unless that form is itself
+ * refused (127。0。0。1 is 127.0.0.1, loopback), in which case it says that. */
+static int check_idn_host(const char *host, const webhook_net_policy_t *policy, char *err,
+                          size_t errlen)
+{
+    uint8_t *ascii = NULL;
+    int rc = idn2_lookup_u8((const uint8_t *)host, &ascii, IDN2_NONTRANSITIONAL);
+
+    if (rc != IDN2_OK) {
+        if (err != NULL && errlen > 0)
+            snprintf(err, errlen,
+                     "url: the host is not a valid internationalised domain name (%s); "
+                     "use its ASCII form",
+                     idn2_strerror(rc));
+        return -1;
+    }
+    if (check_host((const char *)ascii, policy, err, errlen) == 0 && err != NULL && errlen > 0)
+        snprintf(err, errlen, "url: use the ASCII (punycode) form of the host, %s",
+                 (const char *)ascii);
+    idn2_free(ascii);
+    return -1;
+}
+
 int webhook_url_check(const char *url, const webhook_net_policy_t *policy, char *err, size_t errlen)
 {
     CURLU *u = NULL;
@@ -205,6 +242,10 @@ int webhook_url_check(const char *url, const webhook_net_policy_t *policy, char 
     }
     if (curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK || host[0] == '\0') {
         set_msg(err, errlen, "url: has no host");
+        goto out;
+    }
+    if (!is_ascii(host)) {
+        check_idn_host(host, policy, err, errlen);
         goto out;
     }
     if (check_host(host, policy, err, errlen) < 0)

@@ -125,6 +125,48 @@ static void webhook_url_check_6to4_and_teredo_refused(void **state)
     assert_int_equal(webhook_url_check("http://[2002:5102:45a0::1]/", &closed, why, sizeof why), 0);
 }
 
+/* Hosts with bytes past ASCII: curl cannot deliver to them here, so none is
+ * accepted; the message gives the ASCII form, or the range it falls in. */
+static void webhook_url_check_non_ascii_host_refused(void **state)
+{
+    geoip_cidr_t allow;
+    char err[256];
+
+    assert_true(geoip_cidr_parse(&allow, "127.0.0.0/8"));
+    webhook_net_policy_t open = {&allow, 1};
+
+    /* Ideographic full stops and circled digits are 127.0.0.1 once mapped. */
+    expect_refused("http://127\u30020\u30020\u30021/", &closed, "loopback");
+    expect_refused("http://\u2460\u2461\u2466.0.0.1/", &closed, "loopback");
+    assert_int_equal(
+        webhook_url_check("http://127\u30020\u30020\u30021/", &closed, err, sizeof err), -1);
+    assert_string_equal(err, "url: 127.0.0.1 is in a loopback range, which webhooks may not reach");
+    /* Allowed, yet still not deliverable as written. */
+    assert_int_equal(
+        webhook_url_check("http://127\u30020\u30020\u30021:9/", &open, err, sizeof err), -1);
+    assert_string_equal(err, "url: use the ASCII (punycode) form of the host, 127.0.0.1");
+
+    assert_int_equal(webhook_url_check("http://b\u00fccher.example/hook", &closed, err, sizeof err),
+                     -1);
+    assert_string_equal(err,
+                        "url: use the ASCII (punycode) form of the host, xn--bcher-kva.example");
+    /* curl decodes a percent-encoded host, so the same applies. */
+    assert_int_equal(webhook_url_check("https://b%C3%BCcher.example/", &closed, err, sizeof err),
+                     -1);
+    assert_string_equal(err,
+                        "url: use the ASCII (punycode) form of the host, xn--bcher-kva.example");
+    expect_refused("http://m\u00fcller.localhost/", &closed, "loopback");
+    expect_refused("http://\uff41\uff50\uff49.example/", &closed, "api.example");
+
+    /* Not UTF-8, or not a valid name. */
+    expect_refused("http://b\xff.example/", &closed, "ASCII form");
+    expect_refused("http://a\u202eb.example/", &closed, "ASCII form");
+
+    /* The ASCII form itself is accepted. */
+    assert_int_equal(webhook_url_check("http://xn--bcher-kva.example/", &closed, err, sizeof err),
+                     0);
+}
+
 static void webhook_url_check_public_accepted(void **state)
 {
     char err[256];
@@ -210,6 +252,7 @@ int main(void)
         cmocka_unit_test(webhook_url_check_other_spellings_refused),
         cmocka_unit_test(webhook_url_check_bad_scheme_or_form_refused),
         cmocka_unit_test(webhook_url_check_6to4_and_teredo_refused),
+        cmocka_unit_test(webhook_url_check_non_ascii_host_refused),
         cmocka_unit_test(webhook_url_check_public_accepted),
         cmocka_unit_test(webhook_url_check_policy_opens_loopback),
         cmocka_unit_test(webhook_addr_allowed_checks_connected_address),
