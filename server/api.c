@@ -196,6 +196,34 @@ int api_submit(api_request_t *r, api_job_fn fn, json_t *input, const char *arg, 
     return 0;
 }
 
+typedef struct delete_target {
+    storage_db_t db;
+    const char *resource; /* static */
+} delete_target_t;
+
+static int delete_run(storage_txn_t *txn, api_job_t *job)
+{
+    const delete_target_t *t = job->data;
+    int rc = storage_record_del(txn, t->db, job->arg, strlen(job->arg));
+
+    if (rc == STORAGE_NOTFOUND)
+        return api_job_error(job, 404, "NOT_FOUND", "Nothing is there.", t->resource, NULL, NULL);
+    if (rc != STORAGE_OK)
+        return api_job_error(job, 500, "INTERNAL_ERROR", "The record could not be deleted.",
+                             t->resource, NULL, NULL);
+    job->status = 200;
+    job->response = json_object();
+    return STORAGE_OK;
+}
+
+int api_submit_delete(api_request_t *r, storage_db_t db, const char *resource, const char *key)
+{
+    delete_target_t *t = xmalloc(sizeof(*t));
+
+    *t = (delete_target_t){.db = db, .resource = resource};
+    return api_submit(r, delete_run, NULL, key, t, free);
+}
+
 /* ---- tokens ---- */
 
 static bool authorized(api_request_t *r)

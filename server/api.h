@@ -53,6 +53,10 @@ json_t *api_error_body(const char *message, const char *description, const char 
 int api_submit(api_request_t *r, api_job_fn fn, json_t *input, const char *arg, void *data,
                void (*free_data)(void *));
 
+/* Deletes one record of db by key as a job: 200 {} when it was there, 404
+ * when not, in Bitly's error body naming resource. */
+int api_submit_delete(api_request_t *r, storage_db_t db, const char *resource, const char *key);
+
 /* Sets job->status and job->response for an error. Returns STORAGE_INVALID so
  * the job's writes are discarded. */
 int api_job_error(api_job_t *job, int status, const char *message, const char *description,

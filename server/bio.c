@@ -326,20 +326,6 @@ out:
     return rc;
 }
 
-static int delete_run(storage_txn_t *txn, api_job_t *job)
-{
-    int rc = storage_record_del(txn, STORAGE_DB_BIO_PAGES, job->arg, strlen(job->arg));
-
-    if (rc == STORAGE_NOTFOUND)
-        return api_job_error(job, 404, "NOT_FOUND", "Nothing is there.", "bio_pages", NULL, NULL);
-    if (rc != STORAGE_OK)
-        return api_job_error(job, 500, "INTERNAL_ERROR", "The page could not be deleted.",
-                             "bio_pages", NULL, NULL);
-    job->status = 200;
-    job->response = json_object();
-    return STORAGE_OK;
-}
-
 /* ---- routes ---- */
 
 static int create(api_request_t *r)
@@ -433,7 +419,7 @@ int api_bio(api_request_t *r)
     if (api_method_is(r, "PATCH"))
         return patch(r, key);
     if (api_method_is(r, "DELETE"))
-        return api_submit(r, delete_run, NULL, key, NULL, NULL);
+        return api_submit_delete(r, STORAGE_DB_BIO_PAGES, "bio_pages", key);
     return api_method_not_allowed(r);
 }
 

@@ -293,20 +293,6 @@ static int patch(api_request_t *r)
     return api_submit(r, patch_run, NULL, NULL, w, webhook_free_data);
 }
 
-static int delete_run(storage_txn_t *txn, api_job_t *job)
-{
-    int rc = storage_record_del(txn, STORAGE_DB_WEBHOOKS, job->arg, strlen(job->arg));
-
-    if (rc == STORAGE_NOTFOUND)
-        return api_job_error(job, 404, "NOT_FOUND", "Nothing is there.", "webhooks", NULL, NULL);
-    if (rc != STORAGE_OK)
-        return api_job_error(job, 500, "INTERNAL_ERROR", "The webhook could not be deleted.",
-                             "webhooks", NULL, NULL);
-    job->status = 200;
-    job->response = json_object();
-    return STORAGE_OK;
-}
-
 typedef struct list_ctx {
     const app_t *app;
     json_t *list;
@@ -909,7 +895,7 @@ int api_webhooks(api_request_t *r)
             return api_not_found(r, "webhooks");
         memcpy(guid, r->seg[1].base, UTIL_GUID_LEN);
         guid[UTIL_GUID_LEN] = '\0';
-        return api_submit(r, delete_run, NULL, guid, NULL, NULL);
+        return api_submit_delete(r, STORAGE_DB_WEBHOOKS, "webhooks", guid);
     }
     return api_method_not_allowed(r);
 }

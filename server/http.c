@@ -71,9 +71,10 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     return redirect_handle(w, req, path + 1, path_len - 1);
 }
 
+/* listener->data is the accept context: plain or TLS. */
 static void on_accept(h2o_socket_t *listener, const char *err)
 {
-    worker_t *w = listener->data;
+    h2o_accept_ctx_t *ctx = listener->data;
 
     if (err != NULL)
         return;
@@ -82,7 +83,7 @@ static void on_accept(h2o_socket_t *listener, const char *err)
         h2o_socket_t *sock = h2o_evloop_socket_accept(listener);
         if (sock == NULL)
             break;
-        h2o_accept(&w->accept_ctx, sock);
+        h2o_accept(ctx, sock);
     }
 }
 
@@ -113,26 +114,12 @@ static int open_listener(const char *host, uint16_t listen_port, char *err, size
     return fd;
 }
 
-static void on_accept_tls(h2o_socket_t *listener, const char *err)
-{
-    worker_t *w = listener->data;
-
-    if (err != NULL)
-        return;
-    for (int i = 0; i < 64; i++) {
-        h2o_socket_t *sock = h2o_evloop_socket_accept(listener);
-        if (sock == NULL)
-            break;
-        h2o_accept(&w->tls_accept_ctx, sock);
-    }
-}
-
-static h2o_socket_t *start_listener(worker_t *w, h2o_evloop_t *loop, int fd, h2o_socket_cb cb)
+static h2o_socket_t *start_listener(h2o_accept_ctx_t *ctx, h2o_evloop_t *loop, int fd)
 {
     h2o_socket_t *listener = h2o_evloop_socket_create(loop, fd, H2O_SOCKET_FLAG_DONT_READ);
 
-    listener->data = w;
-    h2o_socket_read_start(listener, cb);
+    listener->data = ctx;
+    h2o_socket_read_start(listener, on_accept);
     return listener;
 }
 
@@ -157,9 +144,9 @@ static void *worker_main(void *arg)
     w->tls_accept_ctx.ssl_ctx = w->app->tls;
     h2o_multithread_register_receiver(w->ctx.queue, &w->results, api_on_results);
 
-    h2o_socket_t *plain = start_listener(w, loop, w->listen_fd, on_accept);
+    h2o_socket_t *plain = start_listener(&w->accept_ctx, loop, w->listen_fd);
     if (w->tls_fd >= 0)
-        tls = start_listener(w, loop, w->tls_fd, on_accept_tls);
+        tls = start_listener(&w->tls_accept_ctx, loop, w->tls_fd);
 
     /* Between two turns of the loop no request holds a pointer to a shared
      * object: passing the current epoch tells a reload it may free the old. */
