@@ -185,3 +185,74 @@ test('api_metrics_reject_bad_parameters_with_bitly_errors', async () => {
   assert.equal(post.status, 405);
   assert.equal(post.json().message, 'METHOD_NOT_ALLOWED');
 });
+
+// Checks one refusal: 400, Bitly's error body naming the field, and a
+// description that contains `says`.
+async function assertRefused(route, q, message, field, says) {
+  const res = await metrics(route, q);
+  assert.equal(res.status, 400, `${route}?${q}: ${res.body.slice(0, 300)}`);
+  const b = res.json();
+  assert.deepEqual(b, { message, description: b.description, resource: 'bitlinks', errors: [{ field, error_code: 'invalid' }] });
+  if (says) assert.ok(b.description.includes(says), `${route}?${q}: ${b.description}`);
+}
+
+test('api_clicks_series_refuses_more_units_than_it_lists', async () => {
+  // The series used to list 1000 buckets and echo "units":100000.
+  await assertRefused('clicks', 'unit=minute&units=100000', 'INVALID_ARG_UNITS', 'units', '1 to 1000');
+  await assertRefused('clicks', 'unit=day&units=1001', 'INVALID_ARG_UNITS', 'units', '100000');
+  const full = await metrics('clicks', qs({ unit: 'minute', units: 1000, unit_reference: rfc3339(clickedAt, 0) }));
+  assert.equal(full.status, 200, full.body);
+  assert.equal(full.json().link_clicks.length, 1000);
+  assert.equal(full.json().units, 1000);
+  // What builds no series keeps the larger cap.
+  const sum = await metrics('clicks/summary', 'unit=minute&units=100000');
+  assert.equal(sum.status, 200, sum.body);
+  assert.equal(sum.json().units, 100000);
+  assert.equal(sum.json().total_clicks, CLICKS.length);
+  const c = await metrics('countries', 'unit=minute&units=100000');
+  assert.equal(c.status, 200, c.body);
+  assert.equal(c.json().units, 100000);
+  await assertRefused('clicks/summary', 'units=100001', 'INVALID_ARG_UNITS', 'units');
+});
+
+test('api_clicks_unit_reference_outside_1970_to_9999_refused', async () => {
+  for (const ref of ['0001-01-01T00:00:00Z', '0083-11-01T00:00:00Z', '1969-12-31T23:59:59Z',
+    '1900-01-01T00:00:00+00:00', '10000-01-01T00:00:00Z']) {
+    for (const route of ['clicks', 'clicks/summary', 'countries']) {
+      await assertRefused(route, qs({ unit: 'month', units: 1000, unit_reference: ref }),
+        'INVALID_ARG_UNIT_REFERENCE', 'unit_reference', ref.startsWith('10000') ? undefined : '1970 to 9999');
+    }
+  }
+  // The edges themselves are fine, and every date keeps four digits.
+  for (const [ref, first] of [['1970-01-01T00:00:00Z', '1970-01-01T00:00:00+0000'],
+    ['1970-01-01T00:00:00+05:30', '1970-01-01T00:00:00+0530'],
+    ['9999-12-31T23:59:59-08:00', '9999-12-01T00:00:00-0800']]) {
+    const res = await metrics('clicks', qs({ unit: 'month', units: 1000, unit_reference: ref }));
+    assert.equal(res.status, 200, `${ref}: ${res.body}`);
+    const rows = res.json().link_clicks;
+    assert.equal(rows.length, 1000);
+    assert.equal(rows[0].date, first);
+    for (const row of rows) assert.match(row.date, /^\d{4}-\d\d-01T00:00:00[+-]\d{4}$/, `${ref}: ${row.date}`);
+  }
+});
+
+test('api_clicks_impossible_dates_refused', async () => {
+  for (const ref of ['2026-02-30T00:00:00Z', '2025-02-29T12:00:00Z', '2026-04-31T00:00:00+05:30',
+    '2026-13-01T00:00:00Z', '2026-00-10T00:00:00Z', '2026-01-00T00:00:00Z',
+    '2026-01-01T24:00:00Z', '2026-01-01T23:60:00Z', '2026-01-01T23:59:61Z']) {
+    await assertRefused('clicks', qs({ unit: 'day', units: 2, unit_reference: ref }),
+      'INVALID_ARG_UNIT_REFERENCE', 'unit_reference', 'real date');
+  }
+  for (const ref of [' 2026-01-02T03:04:05Z', '2026-1-02T03:04:05Z', '2026-01-02T03:04:05.Z',
+    '2026-01-02T03:04:05+5:30', '2026-01-02T03:04:05+05:3']) {
+    await assertRefused('clicks', qs({ unit: 'day', units: 2, unit_reference: ref }),
+      'INVALID_ARG_UNIT_REFERENCE', 'unit_reference', 'RFC 3339');
+  }
+  // A leap day, a leap second and fractions are real.
+  const leap = await metrics('clicks', qs({ unit: 'day', units: 2, unit_reference: '2024-02-29T12:00:00.123Z' }));
+  assert.equal(leap.status, 200, leap.body);
+  assert.deepEqual(leap.json().link_clicks.map((r) => r.date), ['2024-02-29T00:00:00+0000', '2024-02-28T00:00:00+0000']);
+  const second = await metrics('clicks/summary', qs({ unit: 'day', units: 1, unit_reference: '2016-12-31T23:59:60Z' }));
+  assert.equal(second.status, 200, second.body);
+  assert.equal(second.json().unit_reference, '2016-12-31T23:59:59+0000');
+});
