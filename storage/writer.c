@@ -497,20 +497,49 @@ static void back_off(storage_t *s)
 
 /* ---- the writer thread ---- */
 
-/* Sleeps until a job arrives, the writer is told to stop, or flush_interval_ms
- * passes (engagements do not wake it). Returns whether stop was requested. */
+/* How long, in µs, until the oldest queued engagement has waited the flush
+ * interval; 0 when it has (or the ring is empty or holds a full group). A
+ * group starts only then, not as soon as the previous commit returns, so a
+ * commit and its fdatasyncs cover every click of the interval. */
+static uint64_t group_wait_us(storage_t *s, size_t depth)
+{
+    size_t pos = atomic_load_explicit(&s->dequeue_pos, memory_order_relaxed);
+    const queued_engagement_t *slot = &s->slots[pos & s->mask];
+    struct timespec ts;
+
+    if (depth == 0 || depth >= s->opts.batch_max ||
+        atomic_load_explicit(&slot->seq, memory_order_acquire) != pos + 1)
+        return 0;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t now = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+    int64_t due = slot->time_us + (int64_t)s->opts.flush_interval_ms * 1000;
+    /* Click times are wall-clock: a clock step back must not hold a group. */
+    if (due <= now || due - now > (int64_t)s->opts.flush_interval_ms * 1000)
+        return 0;
+    return (uint64_t)(due - now);
+}
+
+/* Sleeps until a job arrives, the writer is told to stop, or the group is due:
+ * flush_interval_ms with an empty ring, else until the oldest engagement has
+ * waited that long (engagements do not wake it). Returns whether stop was
+ * requested. */
 static bool wait_for_work(storage_t *s)
 {
     struct timespec ts;
     bool stopping;
 
     pthread_mutex_lock(&s->lock);
-    if (s->jobs_len == 0 && !s->stopping && queue_depth(s) == 0) {
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_nsec += (long)s->opts.flush_interval_ms * 1000000L;
-        ts.tv_sec += ts.tv_nsec / 1000000000L;
-        ts.tv_nsec %= 1000000000L;
-        pthread_cond_timedwait(&s->wake, &s->lock, &ts);
+    if (s->jobs_len == 0 && !s->stopping) {
+        size_t depth = queue_depth(s);
+        uint64_t wait =
+            depth == 0 ? (uint64_t)s->opts.flush_interval_ms * 1000u : group_wait_us(s, depth);
+        if (wait > 0) {
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            ts.tv_nsec += (long)(wait * 1000u);
+            ts.tv_sec += ts.tv_nsec / 1000000000L;
+            ts.tv_nsec %= 1000000000L;
+            pthread_cond_timedwait(&s->wake, &s->lock, &ts);
+        }
     }
     stopping = s->stopping;
     pthread_mutex_unlock(&s->lock);

@@ -52,6 +52,10 @@
  * out between the check and the receiver reading it. */
 #define TOKEN_EARLY_S 30
 
+/* With no webhook stored, commits do not wake the thread: the engagements
+ * they add are fanned out (the cursor moved past them) at most this often. */
+#define HOOKLESS_FANOUT_US 250000
+
 static const uint32_t default_delays[] = {5, 300, 1800, 7200, 18000, 36000, 36000};
 
 const uint32_t webhook_latency_bounds_ms[WEBHOOK_LATENCY_BUCKETS - 1] = {
@@ -103,6 +107,9 @@ struct webhook_dispatcher {
     atomic_bool stopping;
     atomic_bool fanout_wanted;
     atomic_bool poke_wanted;
+    atomic_bool hookless;     /* the last fan-out found no webhook stored */
+    atomic_bool fanout_later; /* commits came while hookless */
+    int64_t next_fanout_us;   /* dispatcher thread: the next deferred fan-out */
     int64_t failing_limit_us;
 
     /* Counters for webhook_dispatcher_stats, written here, read anywhere. */
@@ -1430,6 +1437,7 @@ static int run_fanout(storage_txn_t *txn, void *arg)
     rc = hooks_load(d, txn);
     if (rc != STORAGE_OK)
         return rc;
+    atomic_store(&d->hookless, d->n_hooks == 0);
 
     for (size_t i = 0; i < f->n_items; i++) {
         for (size_t k = 0; k < d->n_hooks; k++) {
@@ -1512,6 +1520,9 @@ static int poll_timeout_ms(const webhook_dispatcher_t *d)
         wait_us = d->pass_not_before_us - now;
     else
         wait_us = d->next_pass_us - now;
+    if (!atomic_load(&d->stopping) && atomic_load(&d->fanout_later) &&
+        d->next_fanout_us - now < wait_us)
+        wait_us = d->next_fanout_us - now;
     if (wait_us <= 0)
         return 0;
     /* Rounded up so the loop does not spin just before a due time. */
@@ -1554,8 +1565,11 @@ static void *run(void *arg)
             if (d->n_transfers == 0 && d->jobs_pending == 0)
                 break;
         } else {
-            if (atomic_exchange(&d->fanout_wanted, false))
+            if (atomic_exchange(&d->fanout_wanted, false) ||
+                (now >= d->next_fanout_us && atomic_exchange(&d->fanout_later, false))) {
                 fanout_all(d);
+                d->next_fanout_us = now + HOOKLESS_FANOUT_US;
+            }
             /* A poke is a user waiting (a test send, a resend): no delay. */
             if (atomic_exchange(&d->poke_wanted, false)) {
                 d->rescan = true;
@@ -1661,6 +1675,8 @@ webhook_dispatcher_t *webhook_dispatcher_start(const webhook_dispatcher_options_
     atomic_init(&d->stopping, false);
     atomic_init(&d->fanout_wanted, false);
     atomic_init(&d->poke_wanted, false);
+    atomic_init(&d->hookless, false);
+    atomic_init(&d->fanout_later, false);
     if (RAND_bytes((unsigned char *)&d->rng, sizeof d->rng) != 1 || d->rng == 0)
         d->rng = (uint64_t)webhook__now_us() | 1;
 
@@ -1701,6 +1717,16 @@ void webhook_dispatcher_wake(void *dispatcher, uint64_t last_seq)
     /* storage may commit before the server has a dispatcher to wake. */
     if (d == NULL)
         return;
+    /* Waking the thread for every group commit, only for it to find no
+     * webhook, cost the redirect path a context switch per commit and the
+     * writer a job per commit (the cursor write). While none is stored, the
+     * commits are fanned out together, and a new webhook is seen on the next
+     * of those fan-outs. */
+    if (atomic_load_explicit(&d->hookless, memory_order_relaxed)) {
+        if (!atomic_load_explicit(&d->fanout_later, memory_order_relaxed))
+            atomic_store(&d->fanout_later, true);
+        return;
+    }
     atomic_store(&d->fanout_wanted, true);
     curl_multi_wakeup(d->multi);
 }
