@@ -42,102 +42,6 @@ typedef struct window {
     long size;     /* facet rows, for countries and referrers */
 } window_t;
 
-/* Reads exactly n digits at s. Stops at the terminating NUL like at any other
- * non-digit, so a caller that checks each part in order never reads past the
- * end of s. */
-static bool read_digits(const char *s, int n, int *out)
-{
-    int v = 0;
-
-    for (int i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return false;
-        v = v * 10 + (s[i] - '0');
-    }
-    *out = v;
-    return true;
-}
-
-/* Reads "+05:30", "+0530", "Z" or "z" to the end of s into seconds east of
- * UTC. */
-static bool read_offset(const char *p, int *offset_s)
-{
-    int hh, mm;
-    bool colon;
-
-    if ((p[0] == 'Z' || p[0] == 'z') && p[1] == '\0') {
-        *offset_s = 0;
-        return true;
-    }
-    if ((p[0] != '+' && p[0] != '-') || !read_digits(p + 1, 2, &hh))
-        return false;
-    colon = p[3] == ':';
-    if (!read_digits(p + (colon ? 4 : 3), 2, &mm) || p[colon ? 6 : 5] != '\0')
-        return false;
-    if (hh > 23 || mm > 59)
-        return false;
-    *offset_s = (p[0] == '-' ? -1 : 1) * (hh * 3600 + mm * 60);
-    return true;
-}
-
-/* Why a unit_reference was refused, for the error's description. */
-static const char *const ref_syntax = "unit_reference must be an RFC 3339 time, such as "
-                                      "2026-01-02T03:04:05+05:30.";
-static const char *const ref_years = "unit_reference must be a time in the years 1970 to 9999.";
-static const char *const ref_calendar =
-    "unit_reference must be a real date and time: that day, hour or minute does not exist.";
-
-/* Parses RFC 3339 ("2026-01-02T03:04:05Z", "...+05:30", fractions allowed), and
- * Bitly's own "+0530" form. The year must be 1970 to 9999 in the time's own
- * offset: no click is older than 1970, a later year than 9999 has no
- * four-digit form, and a reference near year 0 wrote series dates such as
- * "-83-11-01T...". A date that does not exist (February 30th, 25:00) is
- * refused rather than carried into the next month or day, which is what
- * timegm would make of it; a leap second (:60) counts as the second before
- * it. Returns NULL, or the description of what is wrong. */
-static const char *parse_rfc3339(const char *s, int64_t *out_s, int *offset_s)
-{
-    struct tm tm = {0};
-    int year, mon, mday, hour, min, sec, off;
-    const char *p;
-
-    if (!read_digits(s, 4, &year) || s[4] != '-' || !read_digits(s + 5, 2, &mon) || s[7] != '-' ||
-        !read_digits(s + 8, 2, &mday) || (s[10] != 'T' && s[10] != 't') ||
-        !read_digits(s + 11, 2, &hour) || s[13] != ':' || !read_digits(s + 14, 2, &min) ||
-        s[16] != ':' || !read_digits(s + 17, 2, &sec))
-        return ref_syntax;
-    p = s + 19;
-    if (*p == '.') {
-        p++;
-        if (*p < '0' || *p > '9')
-            return ref_syntax;
-        while (*p >= '0' && *p <= '9')
-            p++;
-    }
-    if (!read_offset(p, &off))
-        return ref_syntax;
-    if (year < 1970 || year > 9999)
-        return ref_years;
-    if (sec > 60)
-        return ref_calendar;
-
-    tm.tm_year = year - 1900;
-    tm.tm_mon = mon - 1;
-    tm.tm_mday = mday;
-    tm.tm_hour = hour;
-    tm.tm_min = min;
-    tm.tm_sec = sec == 60 ? 59 : sec;
-    int64_t t = (int64_t)timegm(&tm);
-    /* timegm normalises what it is given into tm; any field it moved did not
-     * exist. */
-    if (tm.tm_year != year - 1900 || tm.tm_mon != mon - 1 || tm.tm_mday != mday ||
-        tm.tm_hour != hour || tm.tm_min != min)
-        return ref_calendar;
-    *out_s = t - off;
-    *offset_s = off;
-    return NULL;
-}
-
 /* Bitly's date format, written in the given offset ("...T00:00:00+0530"). */
 static void format_local(int64_t t, int offset_s, char out[32])
 {
@@ -186,11 +90,16 @@ static int read_window(api_request_t *r, window_t *w)
         w->units = n;
     }
     if ((rc = query_get_set(r->req, "unit_reference", v, sizeof(v))) != QUERY_ABSENT) {
-        const char *why =
-            rc == QUERY_FOUND ? parse_rfc3339(v, &w->ref_s, &w->offset_s) : ref_syntax;
-        if (why != NULL)
-            return bad(r->req, 400, "INVALID_ARG_UNIT_REFERENCE", why, "bitlinks", "unit_reference",
-                       "invalid");
+        int64_t ref_us = 0;
+        const char *why = rc == QUERY_FOUND ? util_parse_rfc3339(v, &ref_us, &w->offset_s)
+                                            : "an RFC 3339 time, such as 2026-01-02T03:04:05+05:30";
+        w->ref_s = ref_us / 1000000;
+        if (why != NULL) {
+            char description[160];
+            snprintf(description, sizeof(description), "unit_reference must be %s.", why);
+            return bad(r->req, 400, "INVALID_ARG_UNIT_REFERENCE", description, "bitlinks",
+                       "unit_reference", "invalid");
+        }
     }
     if ((rc = query_get_set(r->req, "size", v, sizeof(v))) != QUERY_ABSENT) {
         char *end = v;

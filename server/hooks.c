@@ -337,43 +337,12 @@ static int refuse(h2o_req_t *req, const char *message, const char *description, 
     return 0;
 }
 
-/* RFC 3339 with an optional fraction (kept to the microsecond) and Z or a
- * numeric offset. */
+/* A `since` time: RFC 3339, as util_parse_rfc3339 reads it. */
 static bool parse_time_us(const char *s, int64_t *out)
 {
-    struct tm tm = {0};
-    int64_t frac = 0, scale = 100000;
-    const char *p = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+    int offset;
 
-    if (p == NULL)
-        return false;
-    if (*p == '.') {
-        p++;
-        if (*p < '0' || *p > '9')
-            return false;
-        for (; *p >= '0' && *p <= '9'; p++) {
-            frac += (*p - '0') * scale;
-            scale /= 10;
-        }
-    }
-    int off = 0;
-    if (*p == 'Z' || *p == 'z') {
-        p++;
-    } else if ((*p == '+' || *p == '-') && strlen(p) == 6 && p[3] == ':') {
-        int sign = *p == '-' ? -1 : 1;
-        int hh = (p[1] - '0') * 10 + (p[2] - '0'), mm = (p[4] - '0') * 10 + (p[5] - '0');
-        if (p[1] < '0' || p[1] > '9' || p[2] < '0' || p[2] > '9' || p[4] < '0' || p[4] > '9' ||
-            p[5] < '0' || p[5] > '9' || hh > 23 || mm > 59)
-            return false;
-        off = sign * (hh * 3600 + mm * 60);
-        p += 6;
-    } else {
-        return false;
-    }
-    if (*p != '\0')
-        return false;
-    *out = ((int64_t)timegm(&tm) - off) * 1000000 + frac;
-    return true;
+    return util_parse_rfc3339(s, out, &offset) == NULL;
 }
 
 /* "2026-01-02T03:04:05.678Z" into out[32]. */

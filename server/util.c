@@ -1,5 +1,6 @@
 /* server/util: identifiers, clocks, digests, aborting allocation. */
 #include <openssl/evp.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -136,6 +137,91 @@ void util_format_bitly_time(int64_t time_us, char out[32])
 
     gmtime_r(&t, &tm);
     strftime(out, 32, "%Y-%m-%dT%H:%M:%S+0000", &tm);
+}
+
+/* Reads exactly n digits at s. Stops at the terminating NUL like at any other
+ * non-digit, so a caller that checks each part in order never reads past the
+ * end of s. */
+static bool read_digits(const char *s, int n, int *out)
+{
+    int v = 0;
+
+    for (int i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+        v = v * 10 + (s[i] - '0');
+    }
+    *out = v;
+    return true;
+}
+
+/* Reads "+05:30", "+0530", "Z" or "z" to the end of p into seconds east of
+ * UTC. */
+static bool read_offset(const char *p, int *offset_s)
+{
+    int hh, mm;
+
+    if ((p[0] == 'Z' || p[0] == 'z') && p[1] == '\0') {
+        *offset_s = 0;
+        return true;
+    }
+    if ((p[0] != '+' && p[0] != '-') || !read_digits(p + 1, 2, &hh))
+        return false;
+    bool colon = p[3] == ':';
+    if (!read_digits(p + (colon ? 4 : 3), 2, &mm) || p[colon ? 6 : 5] != '\0')
+        return false;
+    if (hh > 23 || mm > 59)
+        return false;
+    *offset_s = (p[0] == '-' ? -1 : 1) * (hh * 3600 + mm * 60);
+    return true;
+}
+
+const char *util_parse_rfc3339(const char *s, int64_t *out_us, int *offset_s)
+{
+    static const char syntax[] = "an RFC 3339 time, such as 2026-01-02T03:04:05+05:30";
+    struct tm tm = {0};
+    int year, mon, mday, hour, min, sec, off;
+    int64_t frac = 0, scale = 100000;
+
+    if (!read_digits(s, 4, &year) || s[4] != '-' || !read_digits(s + 5, 2, &mon) || s[7] != '-' ||
+        !read_digits(s + 8, 2, &mday) || (s[10] != 'T' && s[10] != 't') ||
+        !read_digits(s + 11, 2, &hour) || s[13] != ':' || !read_digits(s + 14, 2, &min) ||
+        s[16] != ':' || !read_digits(s + 17, 2, &sec))
+        return syntax;
+    const char *p = s + 19;
+    if (*p == '.') {
+        p++;
+        if (*p < '0' || *p > '9')
+            return syntax;
+        for (; *p >= '0' && *p <= '9'; p++) {
+            frac += (*p - '0') * scale;
+            scale /= 10;
+        }
+    }
+    if (!read_offset(p, &off))
+        return syntax;
+    /* No click is older than 1970, and a year past 9999 has no four-digit
+     * form: dates written from such a time would be nonsense. */
+    if (year < 1970 || year > 9999)
+        return "a time in the years 1970 to 9999";
+    if (sec > 60)
+        return "a real date and time";
+
+    tm.tm_year = year - 1900;
+    tm.tm_mon = mon - 1;
+    tm.tm_mday = mday;
+    tm.tm_hour = hour;
+    tm.tm_min = min;
+    tm.tm_sec = sec == 60 ? 59 : sec; /* a leap second counts as the one before */
+    int64_t t = (int64_t)timegm(&tm);
+    /* timegm normalises what it is given (February 30th into March); any
+     * field it moved did not exist. */
+    if (tm.tm_year != year - 1900 || tm.tm_mon != mon - 1 || tm.tm_mday != mday ||
+        tm.tm_hour != hour || tm.tm_min != min)
+        return "a real date and time: that day, hour or minute does not exist";
+    *out_us = (t - off) * 1000000 + frac;
+    *offset_s = off;
+    return NULL;
 }
 
 void util_sha256(const void *data, size_t len, uint8_t out[32])

@@ -39,6 +39,13 @@ int64_t util_now_us(void);
 /* "2026-01-02T03:04:05+0000" (Bitly's format) into out[32]. */
 void util_format_bitly_time(int64_t time_us, char out[32]);
 
+/* Parses an RFC 3339 time ("2026-01-02T03:04:05Z", "...+05:30", fractions
+ * kept to the microsecond), and Bitly's own "+0530" offset form, into Unix
+ * microseconds and the offset in seconds east of UTC. The year must be 1970 to
+ * 9999 in the time's own offset, and the date must exist. Returns NULL, or
+ * what the time must be, as a phrase for an error message. */
+const char *util_parse_rfc3339(const char *s, int64_t *out_us, int *offset_s);
+
 /* SHA-256 of data into out[32]. */
 void util_sha256(const void *data, size_t len, uint8_t out[32]);
 /* Lower-case hex of n bytes into out (2n+1 bytes). */
