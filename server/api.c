@@ -96,6 +96,27 @@ bool api_seg_is(const api_request_t *r, size_t i, const char *s)
     return i < r->n_seg && h2o_memis(r->seg[i].base, r->seg[i].len, s, strlen(s));
 }
 
+bool api_bitlink_id(const api_request_t *r, h2o_iovec_t *domain, h2o_iovec_t *code, size_t *next)
+{
+    if (r->n_seg < 2)
+        return false;
+    h2o_iovec_t s = r->seg[1];
+    for (size_t i = 0; i + 3 <= s.len; i++) {
+        if (s.base[i] == '%' && s.base[i + 1] == '2' && (s.base[i + 2] | 0x20) == 'f') {
+            *domain = h2o_iovec_init(s.base, i);
+            *code = h2o_iovec_init(s.base + i + 3, s.len - i - 3);
+            *next = 2;
+            return code->len > 0;
+        }
+    }
+    if (r->n_seg < 3)
+        return false;
+    *domain = s;
+    *code = r->seg[2];
+    *next = 3;
+    return true;
+}
+
 bool api_method_is(const api_request_t *r, const char *m)
 {
     return h2o_memis(r->req->method.base, r->req->method.len, m, strlen(m));

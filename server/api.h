@@ -82,6 +82,10 @@ int api_bio(api_request_t *r);
 /* GET /v4/openapi.json, public (server/openapi.c). */
 int api_openapi(worker_t *w, h2o_req_t *req);
 
+/* The bitlink id after /bitlinks/: domain/hash as two segments, or as one
+ * segment with an encoded slash (%2F). Sets *next to the index of the first
+ * segment after the id; false when there is no id. */
+bool api_bitlink_id(const api_request_t *r, h2o_iovec_t *domain, h2o_iovec_t *code, size_t *next);
 bool api_seg_is(const api_request_t *r, size_t i, const char *s);
 bool api_method_is(const api_request_t *r, const char *m);
 int api_method_not_allowed(api_request_t *r);

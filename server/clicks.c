@@ -196,31 +196,20 @@ static int64_t window_start(const window_t *w)
     return start;
 }
 
+/* /bitlinks/{id}/{metric}[/summary], the id as api_bitlink_id reads it. */
 static bool read_code(api_request_t *r, const char **code, size_t *len, h2o_iovec_t *metric)
 {
-    /* /bitlinks/{domain}/{hash}/{metric}[/summary] or with the id as one
-     * segment holding %2F. */
     size_t last = r->n_seg - 1;
-    bool summary = api_seg_is(r, last, "summary");
-    size_t metric_at = summary ? last - 1 : last;
+    size_t metric_at = api_seg_is(r, last, "summary") ? last - 1 : last;
+    h2o_iovec_t domain, id;
+    size_t next;
 
+    if (!api_bitlink_id(r, &domain, &id, &next) || next != metric_at)
+        return false;
     *metric = r->seg[metric_at];
-    if (metric_at == 3) {
-        *code = r->seg[2].base;
-        *len = r->seg[2].len;
-        return true;
-    }
-    if (metric_at == 2) {
-        h2o_iovec_t s = r->seg[1];
-        for (size_t i = 0; i + 3 <= s.len; i++) {
-            if (s.base[i] == '%' && s.base[i + 1] == '2' && (s.base[i + 2] | 0x20) == 'f') {
-                *code = s.base + i + 3;
-                *len = s.len - i - 3;
-                return true;
-            }
-        }
-    }
-    return false;
+    *code = id.base;
+    *len = id.len;
+    return true;
 }
 
 typedef struct facet_row {

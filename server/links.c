@@ -598,30 +598,6 @@ static int patch_link(api_request_t *r, const char *code, size_t len)
 
 /* ---- reading ---- */
 
-/* The bitlink id after /bitlinks/: domain/hash as two segments, or one segment
- * with %2F. Sets *next to the index of the first segment after the id. */
-static bool bitlink_code(api_request_t *r, const char **code, size_t *len, size_t *next)
-{
-    if (r->n_seg >= 2) {
-        h2o_iovec_t s = r->seg[1];
-        for (size_t i = 0; i + 3 <= s.len; i++) {
-            if (s.base[i] == '%' && s.base[i + 1] == '2' && (s.base[i + 2] | 0x20) == 'f') {
-                *code = s.base + i + 3;
-                *len = s.len - i - 3;
-                *next = 2;
-                return *len > 0;
-            }
-        }
-    }
-    if (r->n_seg >= 3) {
-        *code = r->seg[2].base;
-        *len = r->seg[2].len;
-        *next = 3;
-        return true;
-    }
-    return false;
-}
-
 static int get_bitlink(api_request_t *r, const char *code, size_t len)
 {
     storage_link_t l;
@@ -967,8 +943,8 @@ static bool is_metric(api_request_t *r, size_t at)
 
 int api_links(api_request_t *r)
 {
-    const char *code;
-    size_t len, next;
+    h2o_iovec_t domain, id;
+    size_t next;
 
     if (api_seg_is(r, 0, "shorten") && r->n_seg == 1)
         return api_method_is(r, "POST") ? create_link(r, true) : api_method_not_allowed(r);
@@ -978,13 +954,13 @@ int api_links(api_request_t *r)
         return api_method_is(r, "POST") ? create_alias(r) : api_method_not_allowed(r);
     if (api_seg_is(r, 0, "bitlinks") && r->n_seg == 1)
         return api_method_is(r, "POST") ? create_link(r, false) : api_method_not_allowed(r);
-    if (!api_seg_is(r, 0, "bitlinks") || !bitlink_code(r, &code, &len, &next))
+    if (!api_seg_is(r, 0, "bitlinks") || !api_bitlink_id(r, &domain, &id, &next))
         return api_not_found(r, "bitlinks");
     if (next < r->n_seg)
         return is_metric(r, next) ? api_clicks(r) : api_not_found(r, "bitlinks");
     if (api_method_is(r, "GET"))
-        return get_bitlink(r, code, len);
+        return get_bitlink(r, id.base, id.len);
     if (api_method_is(r, "PATCH"))
-        return patch_link(r, code, len);
+        return patch_link(r, id.base, id.len);
     return api_method_not_allowed(r);
 }

@@ -511,27 +511,14 @@ static bool is_our_domain(const app_t *app, const char *s, size_t len)
  * domain must be ours. */
 static bool qr_bitlink_code(api_request_t *r, const char **code, size_t *len)
 {
-    h2o_iovec_t d;
+    h2o_iovec_t domain, id;
+    size_t next;
 
-    if (r->n_seg == 4) {
-        d = r->seg[1];
-        *code = r->seg[2].base;
-        *len = r->seg[2].len;
-    } else if (r->n_seg == 3) {
-        h2o_iovec_t s = r->seg[1];
-        size_t i = 0;
-        while (i + 3 <= s.len &&
-               !(s.base[i] == '%' && s.base[i + 1] == '2' && (s.base[i + 2] | 0x20) == 'f'))
-            i++;
-        if (i + 3 > s.len)
-            return false;
-        d = h2o_iovec_init(s.base, i);
-        *code = s.base + i + 3;
-        *len = s.len - i - 3;
-    } else {
+    if (!api_bitlink_id(r, &domain, &id, &next) || next != r->n_seg - 1)
         return false;
-    }
-    return is_our_domain(r->app, d.base, d.len);
+    *code = id.base;
+    *len = id.len;
+    return is_our_domain(r->app, domain.base, domain.len);
 }
 
 int api_qr(api_request_t *r)
