@@ -59,10 +59,10 @@ geoip_addr_t geoip_visitor(const geoip_addr_t *peer, const char *xff, size_t xff
 typedef struct geoip_db geoip_db_t;
 
 /* Opens a MaxMind database (memory-mapping a private copy of the file, so a
- * rewrite of the file in place cannot pull pages from under lookups) and
- * checks that it answers a lookup
- * in a layout we understand (country.iso_code, or a top-level country code as
- * the ip-location-db files have). On failure err names the file and reason. */
+ * rewrite of the file in place cannot pull pages from under lookups) and checks
+ * that it answers a lookup in a layout we understand (country.iso_code, or a
+ * top-level country code as the ip-location-db files have). On failure err
+ * names the file and reason. */
 geoip_db_t *geoip_open(const char *path, char *err, size_t errlen);
 void geoip_close(geoip_db_t *db);
 /* The country of an address as ISO alpha-2 into out (NUL-terminated). Returns
