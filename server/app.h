@@ -22,6 +22,7 @@
 #include "util.h"
 #include "webhooks.h"
 
+/* Counters bumped outside the redirect path (the API, for one), shared. */
 typedef struct app_metrics {
     atomic_ulong redirects[4]; /* by status: 301, 302, 307, 308 */
     atomic_ulong not_found;
@@ -30,6 +31,26 @@ typedef struct app_metrics {
     atomic_ulong no_country;
     atomic_ulong api_requests;
 } app_metrics_t;
+
+/* The redirect path's counters, one set per worker: only the worker's own
+ * thread writes them (a relaxed load and store, no locked instruction and no
+ * cache line shared with another worker); /metrics sums them. */
+typedef struct worker_metrics {
+    atomic_ulong redirects[4]; /* by status: 301, 302, 307, 308 */
+    atomic_ulong not_found;
+    atomic_ulong head_requests;
+    atomic_ulong bots;
+    atomic_ulong no_country;
+} worker_metrics_t;
+
+/* Adds one to a counter of the calling worker's own worker_metrics_t. */
+static inline void worker_count(atomic_ulong *c)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+}
+
+struct worker;
 
 typedef struct app {
     const config_t *cfg;
@@ -40,6 +61,8 @@ typedef struct app {
     char default_group_guid[UTIL_GUID_LEN + 1];
     h2o_globalconf_t h2o;
     app_metrics_t metrics;
+    struct worker *workers; /* set before the workers start, for /metrics */
+    unsigned n_workers;
     SSL_CTX *tls;       /* NULL without --tls-listen */
     atomic_ulong epoch; /* bumped when a shared object is retired */
     volatile sig_atomic_t stopping;
@@ -55,6 +78,7 @@ typedef struct worker {
     h2o_accept_ctx_t accept_ctx;
     h2o_accept_ctx_t tls_accept_ctx;
     atomic_ulong seen_epoch; /* the app epoch this worker last passed through */
+    worker_metrics_t metrics;
     storage_reader_t *reader;
     h2o_multithread_queue_t *queue;
     h2o_multithread_receiver_t results;

@@ -472,6 +472,8 @@ int server_run(const config_t *cfg)
             goto stop;
         }
     }
+    app.workers = workers;
+    app.n_workers = cfg->workers;
     for (; started < cfg->workers; started++)
         pthread_create(&workers[started].thread, NULL, worker_main, &workers[started]);
     log_msg(LOG_INFO, "http", "listening on %s:%u with %u workers; short links at %s/",

@@ -19,7 +19,7 @@ static const char not_found_page[] =
 
 static int send_not_found(worker_t *w, h2o_req_t *req)
 {
-    atomic_fetch_add_explicit(&w->app->metrics.not_found, 1, memory_order_relaxed);
+    worker_count(&w->metrics.not_found);
     req->res.status = 404;
     req->res.reason = "Not Found";
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
@@ -92,18 +92,26 @@ static h2o_iovec_t forwarded_for(h2o_req_t *req)
 
 /* Visitors send a few hundred distinct User-Agent strings between them, and
  * classifying one scans it for dozens of tokens, so each worker thread keeps
- * its recent answers, by exact string, in a small direct-mapped cache. */
-#define UA_CACHE_SLOTS 64
-#define UA_CACHE_MAX   320
+ * its recent answers, by exact string, in a small 4-way set-associative cache.
+ * A direct-mapped one let two of four common browsers share a slot and evict
+ * each other on every request. The tags of a set share one cache line. */
+#define UA_CACHE_SETS 32
+#define UA_CACHE_WAYS 4
+#define UA_CACHE_MAX  320
 
 typedef struct ua_cached {
-    uint64_t hash;
     uint16_t len; /* 0: empty */
     uint8_t device;
     char text[UA_CACHE_MAX];
 } ua_cached_t;
 
-static _Thread_local ua_cached_t ua_cache[UA_CACHE_SLOTS];
+typedef struct ua_set {
+    uint64_t tag[UA_CACHE_WAYS];
+    uint8_t next; /* the way to replace next (round robin) */
+} ua_set_t;
+
+static _Thread_local ua_set_t ua_sets[UA_CACHE_SETS];
+static _Thread_local ua_cached_t ua_cache[UA_CACHE_SETS][UA_CACHE_WAYS];
 
 static uint64_t ua_hash(const char *p, size_t n)
 {
@@ -125,11 +133,17 @@ static uint8_t classify_user_agent(h2o_iovec_t ua)
     if (ua.len == 0 || ua.len > UA_CACHE_MAX)
         return (uint8_t)parse_user_agent(ua.base, ua.len);
     uint64_t h = ua_hash(ua.base, ua.len);
-    ua_cached_t *c = &ua_cache[h % UA_CACHE_SLOTS];
-    if (c->len == ua.len && c->hash == h && memcmp(c->text, ua.base, ua.len) == 0)
-        return c->device;
+    ua_set_t *set = &ua_sets[h % UA_CACHE_SETS];
+    ua_cached_t *ways = ua_cache[h % UA_CACHE_SETS];
+    for (unsigned i = 0; i < UA_CACHE_WAYS; i++) {
+        ua_cached_t *c = &ways[i];
+        if (set->tag[i] == h && c->len == ua.len && memcmp(c->text, ua.base, ua.len) == 0)
+            return c->device;
+    }
+    ua_cached_t *c = &ways[set->next];
+    set->tag[set->next] = h;
+    set->next = (uint8_t)((set->next + 1) % UA_CACHE_WAYS);
     c->device = (uint8_t)parse_user_agent(ua.base, ua.len);
-    c->hash = h;
     c->len = (uint16_t)ua.len;
     memcpy(c->text, ua.base, ua.len);
     return c->device;
@@ -154,7 +168,7 @@ static void find_country(worker_t *w, h2o_req_t *req, char country[3])
         visitor = geoip_visitor(&peer, xff.base, xff.len, app->cfg->trusted, app->cfg->n_trusted);
     }
     if (!geoip_country(db, &visitor, country))
-        atomic_fetch_add_explicit(&w->app->metrics.no_country, 1, memory_order_relaxed);
+        worker_count(&w->metrics.no_country);
 }
 
 /* The parameters passed on, as the target got them: the part of the Location
@@ -206,7 +220,7 @@ static void record(worker_t *w, h2o_req_t *req, const char *code, size_t code_le
     e.query = (storage_bytes_t){passed.base, passed.len};
 
     if (e.bot)
-        atomic_fetch_add_explicit(&w->app->metrics.bots, 1, memory_order_relaxed);
+        worker_count(&w->metrics.bots);
     if (storage_engagement_push(w->app->storage, &e) != STORAGE_OK)
         LOG_AT(LOG_WARN, "redirect", "click queue full: engagement on /%s dropped", e.code);
 }
@@ -260,11 +274,10 @@ int redirect_serve(worker_t *w, h2o_req_t *req, const char *code, size_t code_le
     if (is_qr && kind == STORAGE_KIND_CLICK)
         kind = STORAGE_KIND_QR_SCAN;
     if (head)
-        atomic_fetch_add_explicit(&w->app->metrics.head_requests, 1, memory_order_relaxed);
+        worker_count(&w->metrics.head_requests);
     else
         record(w, req, code, code_len, kind, referrer, passed);
-    atomic_fetch_add_explicit(&w->app->metrics.redirects[status_slot(status)], 1,
-                              memory_order_relaxed);
+    worker_count(&w->metrics.redirects[status_slot(status)]);
 
     req->res.status = status;
     req->res.reason = reason_of(status);
