@@ -28,11 +28,14 @@
 #define COUNTER_KEY_MAX       (1 + STORAGE_CODE_MAX + 4 + 1 + STORAGE_REFERRER_MAX)
 #define FACETS_PER_ENGAGEMENT 5
 
+/* 32 bytes, the key itself in the batch's arena: with the key inline (up to
+ * 325 bytes) a flush's few thousand entries spread over megabytes and each
+ * increment missed the cache. */
 struct counter_entry {
     uint64_t count;
     uint64_t hash;
+    const uint8_t *key; /* klen bytes in the batch's key arena */
     uint16_t klen;
-    uint8_t key[COUNTER_KEY_MAX];
 };
 typedef struct counter_entry counter_entry_t;
 
@@ -51,6 +54,8 @@ struct counter_batch {
     size_t mask;
     uint32_t *table; /* entry number + 1; 0 is empty */
     counter_entry_t *entries;
+    uint8_t *keys; /* the entries' keys, back to back */
+    size_t keys_len;
     counter_order_t *order; /* entries sorted by key, for the writes */
     /* The entries the open group added to, so a group that does not commit
      * can take its clicks back out (an entry left at 0 is skipped). */
@@ -78,6 +83,7 @@ counter_batch_t *storage__counters_new(size_t max_engagements, size_t per_group)
     b->mask = slots - 1;
     b->table = xcalloc(slots, sizeof(*b->table));
     b->entries = xcalloc(b->cap, sizeof(*b->entries));
+    b->keys = xcalloc(b->cap, COUNTER_KEY_MAX);
     b->order = xcalloc(b->cap, sizeof(*b->order));
     return b;
 }
@@ -88,6 +94,7 @@ void storage__counters_free(counter_batch_t *b)
         return;
     free(b->table);
     free(b->entries);
+    free(b->keys);
     free(b->order);
     free(b->undo);
     free(b);
@@ -100,6 +107,7 @@ void storage__counters_reset(storage_t *s)
     if (b->n > 0)
         memset(b->table, 0, (b->mask + 1) * sizeof(*b->table));
     b->n = 0;
+    b->keys_len = 0;
     b->undo_len = 0;
 }
 
@@ -270,7 +278,9 @@ static void counter_add(counter_batch_t *b, const uint8_t *prefix, size_t plen, 
             c->count = 1;
             c->hash = h;
             c->klen = (uint16_t)klen;
-            memcpy(c->key, key, klen);
+            c->key = b->keys + b->keys_len;
+            memcpy(b->keys + b->keys_len, key, klen);
+            b->keys_len += klen;
             b->undo[b->undo_len++] = (uint32_t)b->n;
             b->table[i] = (uint32_t)++b->n;
             return;

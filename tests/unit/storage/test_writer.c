@@ -5,7 +5,10 @@
 #include "helpers.h"
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #define HOUR_US INT64_C(3600000000)
 #define T0      (INT64_C(480000) * HOUR_US) /* the start of hour 480000 */
@@ -562,6 +565,87 @@ static void storage_engagement_map_full_counts_loss(void **state)
     free(f);
 }
 
+static int sum_counts(void *ctx, uint32_t hour, storage_bytes_t value, uint64_t count)
+{
+    (void)hour;
+    (void)value;
+    *(uint64_t *)ctx += count;
+    return 0;
+}
+
+static uint64_t total_clicks(storage_t *s, const char *code)
+{
+    storage_reader_t *r;
+    uint64_t total = 0;
+    uint32_t hour = (uint32_t)(T0 / HOUR_US);
+
+    assert_int_equal(storage_reader_open(s, &r), STORAGE_OK);
+    storage_txn_t *txn = storage_reader_begin(r);
+    assert_int_equal(storage_counter_scan(txn, code, strlen(code), STORAGE_FACET_TOTAL, hour,
+                                          hour + 1, sum_counts, &total),
+                     STORAGE_OK);
+    storage_reader_end(r);
+    storage_reader_close(r);
+    return total;
+}
+
+/* The child pushes clicks, lets one counter flush happen, pushes more, and is
+ * killed with SIGKILL as soon as all are durable: counters written and not. */
+static void crash_after_commit(const char *dir, int first, int second)
+{
+    storage_options_t o = {.dir = dir, .map_size = (size_t)256 << 20};
+    storage_t *s;
+    storage_stats_t st;
+    char err[256];
+
+    if (storage_open(&s, &o, err, sizeof(err)) != STORAGE_OK || storage_writer_start(s) != 0)
+        _exit(2);
+    for (int i = 0; i < first + second; i++) {
+        storage_engagement_t e = engagement("abc", T0 + i, "DE", "direct", 0, 0, false);
+        while (storage_engagement_push(s, &e) == STORAGE_FULL)
+            usleep(100);
+        if (i + 1 == first)
+            usleep(300000); /* past the counters' flush interval */
+    }
+    do {
+        usleep(200);
+        storage_get_stats(s, &st);
+    } while (st.engagements_recorded < (uint64_t)(first + second));
+    kill(getpid(), SIGKILL);
+    _exit(3);
+}
+
+/* kill -9 right after a group commit: the clicks whose counters were still in
+ * memory are counted again on the next start, exactly once. */
+static void storage_counters_recounted_after_kill(void **state)
+{
+    fixture_t *f = fixture_new();
+    int status;
+
+    (void)state;
+    fixture_open(f);
+    assert_int_equal(add_link(f->s, "abc", "Bgroup00001", "https://example.com/x"), STORAGE_OK);
+    storage_close(f->s);
+
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0)
+        crash_after_commit(f->dir, 1500, 2500);
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFSIGNALED(status));
+    assert_int_equal(WTERMSIG(status), SIGKILL);
+
+    for (int restart = 0; restart < 2; restart++) {
+        fixture_open(f);
+        assert_int_equal(storage_writer_start(f->s), STORAGE_OK);
+        storage_writer_stop(f->s);
+        assert_int_equal(total_clicks(f->s, "abc"), 4000);
+        storage_close(f->s);
+    }
+    remove_tree(f->dir);
+    free(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -580,6 +664,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(storage_writer_stop_drains_queue, fixture_setup,
                                         fixture_teardown),
         cmocka_unit_test(storage_engagement_map_full_counts_loss),
+        cmocka_unit_test(storage_counters_recounted_after_kill),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
