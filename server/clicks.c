@@ -9,10 +9,11 @@
  * begin and how their dates are written. Buckets are whole: the newest one runs
  * to its natural end, not to unit_reference, so a series and its summary agree.
  *
- * Counters are per UTC hour, so an hour's clicks go to the bucket holding the
- * hour's first second. Buckets that do not start on the hour (minutes, offsets
- * such as +05:30) are therefore approximate, but every click is counted in
- * exactly one bucket.
+ * Click totals (the series and the summary) are exact: whole UTC hours come
+ * from the hourly counters, and an hour cut by a bucket edge (minute buckets,
+ * offsets such as +05:30) from the per-minute counters. The facets have hourly
+ * counters only, so a facet window whose edges are not whole hours counts an
+ * hour's clicks in the bucket holding the hour's first second.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -270,7 +271,61 @@ static int by_clicks(const void *a, const void *b)
     return x->clicks < y->clicks ? 1 : x->clicks > y->clicks ? -1 : strcmp(x->value, y->value);
 }
 
-static json_t *clicks_series(storage_txn_t *txn, const storage_link_t *l, const window_t *w)
+/* Clicks in minutes [from, to) of one UTC hour. */
+typedef struct minute_span {
+    unsigned from, to;
+    uint64_t total;
+} minute_span_t;
+
+static int on_minute(void *ctx, uint32_t hour, storage_bytes_t value, uint64_t count)
+{
+    minute_span_t *m = ctx;
+    unsigned minute = value.len == 1 ? (uint8_t)value.ptr[0] : 60;
+
+    (void)hour;
+    if (minute >= m->from && minute < m->to)
+        m->total += count;
+    return 0;
+}
+
+static uint64_t minutes_total(storage_txn_t *txn, const char *code, size_t len, int64_t hour,
+                              unsigned from, unsigned to)
+{
+    minute_span_t m = {from, to, 0};
+
+    storage_counter_scan(txn, code, len, STORAGE_FACET_MINUTE, (uint32_t)hour, (uint32_t)hour + 1,
+                         on_minute, &m);
+    return m.total;
+}
+
+/* Clicks in [from_s, to_s): the whole hours inside from the hourly counters,
+ * the cut hours at either edge from the minute counters. Bucket edges fall on
+ * whole minutes, as offsets are whole minutes. */
+static uint64_t clicks_between(storage_txn_t *txn, const char *code, size_t len, int64_t from_s,
+                               int64_t to_s)
+{
+    tally_t t = {0};
+
+    if (from_s < 0)
+        from_s = 0;
+    if (to_s <= from_s)
+        return 0;
+    int64_t hour = from_s / 3600, last = to_s / 3600;
+    unsigned head = (unsigned)(from_s % 3600 / 60), tail = (unsigned)(to_s % 3600 / 60);
+
+    if (hour == last)
+        return minutes_total(txn, code, len, hour, head, tail);
+    if (head > 0)
+        t.total += minutes_total(txn, code, len, hour++, head, 60);
+    storage_counter_scan(txn, code, len, STORAGE_FACET_TOTAL, (uint32_t)hour, (uint32_t)last,
+                         on_total, &t);
+    if (tail > 0)
+        t.total += minutes_total(txn, code, len, last, 0, tail);
+    return t.total;
+}
+
+static json_t *clicks_series(storage_txn_t *txn, const storage_link_t *l, const window_t *w,
+                             int64_t since_s)
 {
     json_t *list = json_array();
     long n = series_length(w, l->created_us / 1000000);
@@ -279,13 +334,12 @@ static json_t *clicks_series(storage_txn_t *txn, const storage_link_t *l, const 
 
     /* Newest first, as Bitly lists them. */
     for (long i = 0; i < n; i++) {
-        tally_t t = {0};
         char date[32];
-        storage_counter_scan(txn, l->code.ptr, l->code.len, STORAGE_FACET_TOTAL, first_hour(start),
-                             first_hour(end), on_total, &t);
+        uint64_t clicks =
+            clicks_between(txn, l->code.ptr, l->code.len, start > since_s ? start : since_s, end);
         format_local(start, w->offset_s, date);
         json_array_append_new(list,
-                              json_pack("{s:s, s:I}", "date", date, "clicks", (json_int_t)t.total));
+                              json_pack("{s:s, s:I}", "date", date, "clicks", (json_int_t)clicks));
         end = start;
         start = bucket_prev(w, start);
     }
@@ -345,18 +399,23 @@ int api_clicks(api_request_t *r)
     }
     char ref[32];
     format_local(w.ref_s, w.offset_s, ref);
-    uint32_t from = first_hour(window_start(&w));
-    uint32_t to = first_hour(bucket_next(&w, bucket_start(&w, w.ref_s)));
+    /* No click predates the link's hour: a window reaching further back (units
+     * -1 starts at 1970) is read from there. */
+    int64_t since_s = floor_div(l.created_us / 1000000, 3600) * 3600;
+    int64_t from_s = window_start(&w), to_s = bucket_next(&w, bucket_start(&w, w.ref_s));
+    if (from_s < since_s)
+        from_s = since_s;
+    uint32_t from = first_hour(from_s), to = first_hour(to_s);
     json_t *body = NULL;
 
     if (h2o_memis(metric.base, metric.len, H2O_STRLIT("clicks")) && summary) {
-        tally_t t = {0};
-        storage_counter_scan(txn, code, len, STORAGE_FACET_TOTAL, from, to, on_total, &t);
-        body = json_pack("{s:I, s:s, s:I, s:s}", "total_clicks", (json_int_t)t.total, "unit",
+        uint64_t total = clicks_between(txn, code, len, from_s, to_s);
+        body = json_pack("{s:I, s:s, s:I, s:s}", "total_clicks", (json_int_t)total, "unit",
                          unit_names[w.unit], "units", (json_int_t)w.units, "unit_reference", ref);
     } else if (h2o_memis(metric.base, metric.len, H2O_STRLIT("clicks"))) {
-        body = json_pack("{s:o, s:s, s:I, s:s}", "link_clicks", clicks_series(txn, &l, &w), "unit",
-                         unit_names[w.unit], "units", (json_int_t)w.units, "unit_reference", ref);
+        body = json_pack("{s:o, s:s, s:I, s:s}", "link_clicks", clicks_series(txn, &l, &w, since_s),
+                         "unit", unit_names[w.unit], "units", (json_int_t)w.units, "unit_reference",
+                         ref);
     } else if (facet_of(metric, &facet, &facet_name)) {
         tally_t t = {0};
         storage_counter_scan(txn, code, len, facet, from, to, on_facet, &t);

@@ -5,9 +5,15 @@
  *   value = version, event id[16], time (i64), kind, device, bot, country[2],
  *           group guid[11], code (u8 length + bytes), referrer (u8 + bytes),
  *           query (u16 + bytes), long URL (u32 + bytes); integers little-endian.
- * counters: key = code length (u8) + code + hour (u32 BE) + facet (u8) + value.
+ * counters: key = hour (u32 BE) + code length (u8) + code + facet (u8) + value.
+ *   Hour first, so that a flush writes only into the current hour's range,
+ *   which holds one hour of clicks, not into a tree of every hour of every
+ *   link. A click's six keys sit side by side there (same hour and code), so
+ *   a flush still dirties about one leaf page per distinct link it counts:
+ *   clicks spread evenly over millions of links remain costly.
  *   The code is length-prefixed so that the keys of "ab" can never be read as
- *   those of "abc". value = version + count (u64).
+ *   those of "abc". value = version + count (u64). The minute facet's value
+ *   is one byte, the minute within the hour.
  *
  * Counters trail the engagement log. Each click adds to an in-memory table
  * (one entry per key), and the writer writes the table out every so often in
@@ -25,8 +31,8 @@
 
 #include <stdlib.h>
 
-#define COUNTER_KEY_MAX       (1 + STORAGE_CODE_MAX + 4 + 1 + STORAGE_REFERRER_MAX)
-#define FACETS_PER_ENGAGEMENT 5
+#define COUNTER_KEY_MAX       (4 + 1 + STORAGE_CODE_MAX + 1 + STORAGE_REFERRER_MAX)
+#define FACETS_PER_ENGAGEMENT 6
 
 /* 32 bytes, the key itself in the batch's arena: with the key inline (up to
  * 325 bytes) a flush's few thousand entries spread over megabytes and each
@@ -258,14 +264,15 @@ static uint64_t key_word(const uint8_t *key, size_t klen, size_t at)
 }
 
 static void counter_add(counter_batch_t *b, const uint8_t *prefix, size_t plen, uint8_t facet,
-                        const char *value)
+                        const void *value, size_t vlen)
 {
     uint8_t key[COUNTER_KEY_MAX];
-    size_t vlen = strlen(value), klen = plen + 1 + vlen;
+    size_t klen = plen + 1 + vlen;
 
     memcpy(key, prefix, plen);
     key[plen] = facet;
-    memcpy(key + plen + 1, value, vlen);
+    if (vlen > 0)
+        memcpy(key + plen + 1, value, vlen);
     uint64_t h = key_hash(key, klen);
     for (size_t i = h & b->mask;; i = (i + 1) & b->mask) {
         uint32_t at = b->table[i];
@@ -296,24 +303,33 @@ static void counter_add(counter_batch_t *b, const uint8_t *prefix, size_t plen, 
     }
 }
 
+static void counter_add_string(counter_batch_t *b, const uint8_t *prefix, size_t plen,
+                               uint8_t facet, const char *value)
+{
+    counter_add(b, prefix, plen, facet, value, strlen(value));
+}
+
 static void counters_collect(storage_t *s, const storage_engagement_t *e)
 {
-    uint32_t hour = (uint32_t)((e->time_us > 0 ? e->time_us : 0) / INT64_C(3600000000));
-    uint8_t prefix[1 + STORAGE_CODE_MAX + 4];
+    int64_t t = e->time_us > 0 ? e->time_us : 0;
+    uint32_t hour = (uint32_t)(t / INT64_C(3600000000));
+    uint8_t minute = (uint8_t)(t / INT64_C(60000000) % 60);
+    uint8_t prefix[4 + 1 + STORAGE_CODE_MAX];
     size_t code_len = strlen(e->code);
 
     /* Bots are redirected and logged, but a crawler's preview is not a click. */
     if (e->bot)
         return;
-    prefix[0] = (uint8_t)code_len;
-    memcpy(prefix + 1, e->code, code_len);
-    put_be32(prefix + 1 + code_len, hour);
-    size_t plen = 1 + code_len + 4;
-    counter_add(s->counters, prefix, plen, STORAGE_FACET_TOTAL, "");
-    counter_add(s->counters, prefix, plen, STORAGE_FACET_COUNTRY, e->country);
-    counter_add(s->counters, prefix, plen, STORAGE_FACET_REFERRER, e->referrer);
-    counter_add(s->counters, prefix, plen, STORAGE_FACET_DEVICE, device_name(e->device));
-    counter_add(s->counters, prefix, plen, STORAGE_FACET_KIND, kind_name(e->kind));
+    put_be32(prefix, hour);
+    prefix[4] = (uint8_t)code_len;
+    memcpy(prefix + 5, e->code, code_len);
+    size_t plen = 5 + code_len;
+    counter_add(s->counters, prefix, plen, STORAGE_FACET_TOTAL, "", 0);
+    counter_add(s->counters, prefix, plen, STORAGE_FACET_MINUTE, &minute, 1);
+    counter_add_string(s->counters, prefix, plen, STORAGE_FACET_COUNTRY, e->country);
+    counter_add_string(s->counters, prefix, plen, STORAGE_FACET_REFERRER, e->referrer);
+    counter_add_string(s->counters, prefix, plen, STORAGE_FACET_DEVICE, device_name(e->device));
+    counter_add_string(s->counters, prefix, plen, STORAGE_FACET_KIND, kind_name(e->kind));
 }
 
 int storage__engagement_store(storage_txn_t *txn, storage_engagement_t *e)
@@ -573,49 +589,78 @@ out:
     return ret;
 }
 
+/* Calls cb for each counter of one hour under the prefix the cursor stands on
+ * (hour + code + facet, plen bytes); leaves the cursor on the first key past
+ * them, and returns MDB_NOTFOUND at the end of the database. */
+static int scan_prefix(MDB_cursor *cur, MDB_val *k, const uint8_t *seek, size_t plen, uint32_t hour,
+                       int *ret,
+                       int (*cb)(void *ctx, uint32_t hour, storage_bytes_t value, uint64_t count),
+                       void *ctx)
+{
+    MDB_val v;
+    int rc;
+
+    k->mv_size = plen;
+    k->mv_data = (void *)seek;
+    for (rc = mdb_cursor_get(cur, k, &v, MDB_SET_RANGE); rc == 0;
+         rc = mdb_cursor_get(cur, k, &v, MDB_NEXT)) {
+        const uint8_t *kp = k->mv_data;
+        if (k->mv_size < plen || memcmp(kp, seek, plen) != 0)
+            return 0;
+
+        rbuf_t r = {v.mv_data, v.mv_size, false};
+        if (rb_u8(&r) != STORAGE_VERSION || r.left != 8) {
+            *ret = storage__damaged("counters");
+            return 0;
+        }
+        storage_bytes_t value = {(const char *)kp + plen, k->mv_size - plen};
+        if ((*ret = cb(ctx, hour, value, rb_u64(&r))) != 0)
+            return 0;
+    }
+    return rc;
+}
+
 int storage_counter_scan(storage_txn_t *txn, const char *code, size_t code_len,
                          storage_facet_t facet, uint32_t hour_from, uint32_t hour_to,
                          int (*cb)(void *ctx, uint32_t hour, storage_bytes_t value, uint64_t count),
                          void *ctx)
 {
     MDB_cursor *cur = NULL;
-    uint8_t start[1 + STORAGE_CODE_MAX + 4];
-    size_t prefix = 1 + code_len;
-    MDB_val k = {prefix + 4, start}, v;
+    uint8_t seek[4 + 1 + STORAGE_CODE_MAX + 1];
+    size_t plen = 4 + 1 + code_len + 1;
+    MDB_val k;
     int ret = STORAGE_OK, rc;
 
     if (code_len == 0 || code_len > STORAGE_CODE_MAX)
         return STORAGE_INVALID;
     if (hour_from >= hour_to)
         return STORAGE_OK;
-    start[0] = (uint8_t)code_len;
-    memcpy(start + 1, code, code_len);
-    put_be32(start + prefix, hour_from);
+    seek[4] = (uint8_t)code_len;
+    memcpy(seek + 5, code, code_len);
+    seek[5 + code_len] = (uint8_t)facet;
     if ((rc = mdb_cursor_open(txn->txn, txn->s->dbi[DB_COUNTERS], &cur)) != 0)
         return storage__fail(rc, "open a cursor on", "counters");
 
-    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0;
-         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        const uint8_t *kp = k.mv_data;
-        if (k.mv_size < prefix + 5 || memcmp(kp, start, prefix) != 0)
-            break;
-        uint32_t hour = get_be32(kp + prefix);
-        if (hour >= hour_to)
-            break;
-        if (kp[prefix + 4] != (uint8_t)facet)
-            continue;
-
-        rbuf_t r = {v.mv_data, v.mv_size, false};
-        if (rb_u8(&r) != STORAGE_VERSION || r.left != 8) {
+    /* One seek per hour. Where the seek lands past the hour, no key at all
+     * lies in the hours between, so the next seek starts at the hour it landed
+     * in: hours without clicks on any link cost nothing, and an all-time scan
+     * from hour 0 begins at the first hour that has a counter. */
+    for (uint32_t hour = hour_from; hour < hour_to;) {
+        put_be32(seek, hour);
+        rc = scan_prefix(cur, &k, seek, plen, hour, &ret, cb, ctx);
+        if (ret != STORAGE_OK || rc == MDB_NOTFOUND)
+            goto out;
+        if (rc != 0) {
+            ret = storage__fail(rc, "scan", "counters");
+            goto out;
+        }
+        if (k.mv_size < 4) {
             ret = storage__damaged("counters");
             goto out;
         }
-        storage_bytes_t value = {(const char *)kp + prefix + 5, k.mv_size - prefix - 5};
-        if ((ret = cb(ctx, hour, value, rb_u64(&r))) != 0)
-            goto out;
+        uint32_t landed = get_be32(k.mv_data);
+        hour = landed > hour ? landed : hour + 1;
     }
-    if (rc != 0 && rc != MDB_NOTFOUND)
-        ret = storage__fail(rc, "scan", "counters");
 out:
     mdb_cursor_close(cur);
     return ret;

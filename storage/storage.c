@@ -14,7 +14,10 @@
 
 #define DEFAULT_MAP_SIZE ((size_t)64 << 30)
 #define MAX_READERS      1024
-#define SCHEMA_VERSION   1
+
+/* 2: counter keys begin with the hour, and a minute facet joined them. Older
+ * directories are refused, not converted: nothing was released with 1. */
+#define SCHEMA_VERSION 2
 
 static const char *const db_names[DB_COUNT] = {
     [DB_LINKS] = "links",
@@ -253,7 +256,9 @@ static int open_databases(storage_t *s, char *err, size_t errlen)
     if (rc == STORAGE_NOTFOUND)
         rc = write_meta_u64(txn, s->dbi[DB_META], META_SCHEMA, SCHEMA_VERSION);
     else if (rc == STORAGE_OK && schema != SCHEMA_VERSION) {
-        snprintf(err, errlen, "storage: '%s' has schema version %llu, this build reads %d",
+        snprintf(err, errlen,
+                 "storage: '%s' has schema version %llu, this build reads only %d and does "
+                 "not convert it: move the directory aside and start with a new one",
                  s->opts.dir, (unsigned long long)schema, SCHEMA_VERSION);
         goto out;
     }

@@ -181,10 +181,14 @@ typedef enum storage_facet {
     STORAGE_FACET_REFERRER = 2, /* value: host or "direct" */
     STORAGE_FACET_DEVICE = 3,   /* value: "desktop", "mobile", ... */
     STORAGE_FACET_KIND = 4,     /* value: "click", "qr_scan", "bio_click" */
+    STORAGE_FACET_MINUTE = 5,   /* value: one byte, the minute in the hour (0..59);
+                                   counted like TOTAL */
 } storage_facet_t;
 
 /* Calls cb for each counter of the code and facet with hour in [from, to), where
- * hour is Unix seconds / 3600. */
+ * hour is Unix seconds / 3600, in hour order and by value within an hour. Costs
+ * one seek per hour in the range that holds a counter of any link, so callers
+ * may pass 0 for "since the beginning". */
 int storage_counter_scan(storage_txn_t *txn, const char *code, size_t code_len,
                          storage_facet_t facet, uint32_t hour_from, uint32_t hour_to,
                          int (*cb)(void *ctx, uint32_t hour, storage_bytes_t value, uint64_t count),

@@ -1,7 +1,9 @@
 // Bitly v4 metrics (issue 3): clicks series, summary, countries and referrers
-// from the hourly counters, with unit, units and unit_reference in offsets that
-// are not whole hours (+05:30) and behind UTC (-08:00); bots left out. Runs the
-// real binary on loopback with MaxMind's test database.
+// from the hourly and minute counters, with unit, units and unit_reference in
+// offsets that are not whole hours (+05:30) and behind UTC (-08:00); bots left
+// out. Click totals are exact to the minute, so the clicks are made within one
+// minute and checked against the buckets holding that minute. Runs the real
+// binary on loopback with MaxMind's test database.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { GEOIP_TEST_DB, request, sleep, startServer } from '../lib/harness.mjs';
@@ -47,6 +49,8 @@ before(async () => {
   server = await startServer({ args: ['--geoip-db', GEOIP_TEST_DB, '--trusted-proxy', '127.0.0.1/32'] });
   link = (await server.api('POST', '/v4/shorten', { long_url: 'https://example.com/metrics' })).json();
   const code = link.id.split('/')[1];
+  // The clicks take milliseconds: start them clear of a minute's end.
+  if (Date.now() % 60000 > 57000) await sleep(60500 - (Date.now() % 60000));
   clickedAt = Math.floor(Date.now() / 1000);
   for (const c of CLICKS) {
     const res = await request(`${server.base}/${code}`, {
@@ -56,6 +60,7 @@ before(async () => {
   }
   // A crawler is redirected but never counted.
   await request(`${server.base}/${code}`, { headers: { 'user-agent': 'Twitterbot/1.0', 'x-forwarded-for': '81.2.69.160' } });
+  const clickedEnd = Math.floor(Date.now() / 1000);
   const deadline = Date.now() + 10000;
   for (;;) {
     const s = (await metrics('clicks/summary', 'units=-1')).json();
@@ -63,8 +68,8 @@ before(async () => {
     if (Date.now() > deadline) throw new Error(`clicks not committed: ${JSON.stringify(s)}`);
     await sleep(50);
   }
-  // Every click must fall in one counter hour for the bucket checks below.
-  if (Math.floor(clickedAt / 3600) !== Math.floor(Date.now() / 1000 / 3600)) throw new Error('clicks straddled an hour: run again');
+  // Every click must fall in one minute for the bucket checks below.
+  if (Math.floor(clickedAt / 60) !== Math.floor(clickedEnd / 60)) throw new Error('clicks straddled a minute: run again');
 });
 after(async () => {
   const exit = await server?.stop();
@@ -72,10 +77,9 @@ after(async () => {
 });
 
 // Checks a series against buckets computed here: n dates newest first, and all
-// clicks in the bucket holding the first second of the clicks' UTC hour.
+// clicks in the bucket holding the minute they were made in.
 function assertSeries(body, unit, units, ref, off) {
-  const hourStart = Math.floor(clickedAt / 3600) * 3600;
-  const home = bucketStart(hourStart, unit, off);
+  const home = bucketStart(clickedAt, unit, off);
   let s = bucketStart(ref, unit, off);
   assert.equal(body.link_clicks.length, units);
   for (const row of body.link_clicks) {
@@ -255,4 +259,52 @@ test('api_clicks_impossible_dates_refused', async () => {
   const second = await metrics('clicks/summary', qs({ unit: 'day', units: 1, unit_reference: '2016-12-31T23:59:60Z' }));
   assert.equal(second.status, 200, second.body);
   assert.equal(second.json().unit_reference, '2016-12-31T23:59:59+0000');
+});
+
+test('api_clicks_minutes_are_exact', async () => {
+  // The clicks' minute is the middle of five; its neighbours have none.
+  for (const off of [0, 330, -480]) {
+    const ref = clickedAt + 120;
+    const res = await metrics('clicks', qs({ unit: 'minute', units: 5, unit_reference: rfc3339(ref, off) }));
+    assert.equal(res.status, 200, res.body);
+    assertSeries(res.json(), 'minute', 5, ref, off);
+    assert.deepEqual(res.json().link_clicks.map((r) => r.clicks), [0, 0, CLICKS.length, 0, 0]);
+    for (const [at, want] of [[clickedAt, CLICKS.length], [clickedAt - 60, 0], [clickedAt + 60, 0]]) {
+      const sum = (await metrics('clicks/summary', qs({ unit: 'minute', units: 1, unit_reference: rfc3339(at, off) }))).json();
+      assert.equal(sum.total_clicks, want, `the minute of ${rfc3339(at, off)}`);
+    }
+    const two = (await metrics('clicks/summary', qs({ unit: 'minute', units: 2, unit_reference: rfc3339(clickedAt + 60, off) }))).json();
+    assert.equal(two.total_clicks, CLICKS.length);
+  }
+});
+
+test('api_clicks_hours_and_days_cut_mid_hour_are_exact', async () => {
+  // +05:30, and an offset whose local hours begin in UTC at the very minute of
+  // the clicks, so that the hour they were made in is cut just before them:
+  // counting whole UTC hours would put them a bucket too early.
+  const minute = Math.floor(clickedAt / 60) % 60;
+  const offsets = [330];
+  if (minute > 0) offsets.push(5 * 60 + (60 - minute));
+  for (const off of offsets) {
+    for (const unit of ['hour', 'day']) {
+      const step = unit === 'hour' ? 3600 : 86400;
+      const ref = clickedAt + step;
+      const res = await metrics('clicks', qs({ unit, units: 3, unit_reference: rfc3339(ref, off) }));
+      assert.equal(res.status, 200, res.body);
+      assertSeries(res.json(), unit, 3, ref, off);
+      assert.deepEqual(res.json().link_clicks.map((r) => r.clicks), [0, CLICKS.length, 0], `${unit} in ${off}`);
+      const sum = (await metrics('clicks/summary', qs({ unit, units: 1, unit_reference: rfc3339(clickedAt, off) }))).json();
+      assert.equal(sum.total_clicks, CLICKS.length, `${unit} in ${off}`);
+      const before = (await metrics('clicks/summary', qs({ unit, units: 1, unit_reference: rfc3339(clickedAt - step, off) }))).json();
+      assert.equal(before.total_clicks, 0, `${unit} before, in ${off}`);
+    }
+  }
+  // The bucket edge at the clicks' own minute: the bucket that ends there has none.
+  if (minute > 0) {
+    const off = 5 * 60 + (60 - minute);
+    const edge = Math.floor(clickedAt / 60) * 60;
+    assert.equal(bucketStart(clickedAt, 'hour', off), edge);
+    const earlier = (await metrics('clicks/summary', qs({ unit: 'hour', units: 1, unit_reference: rfc3339(edge - 1, off) }))).json();
+    assert.equal(earlier.total_clicks, 0);
+  }
 });

@@ -40,6 +40,38 @@ static void storage_open_creates_private_dir(void **state)
     free(f);
 }
 
+static int old_schema_job(storage_txn_t *txn, void *arg)
+{
+    static const char key[] = "storage.schema";
+    const uint8_t one[8] = {1}; /* version 1, little-endian */
+
+    (void)arg;
+    return storage_record_put(txn, STORAGE_DB_META, key, strlen(key), one, sizeof(one), 0);
+}
+
+/* A directory written with schema 1 (counter keys led by the code) is refused
+ * with its name and what to do, not read with the wrong key layout. */
+static void storage_open_refuses_schema_1(void **state)
+{
+    fixture_t *f = fixture_new();
+    char err[256] = "";
+    storage_t *s = NULL;
+
+    (void)state;
+    fixture_open(f);
+    assert_int_equal(storage_run(f->s, old_schema_job, NULL), STORAGE_OK);
+    storage_close(f->s);
+
+    assert_int_equal(storage_open(&s, &f->opts, err, sizeof(err)), STORAGE_ERROR);
+    assert_null(s);
+    assert_non_null(strstr(err, f->dir));
+    assert_non_null(strstr(err, "schema version 1"));
+    assert_non_null(strstr(err, "start with a new one"));
+
+    remove_tree(f->dir);
+    free(f);
+}
+
 static void storage_link_insert_get(void **state)
 {
     fixture_t *f = *state;
@@ -628,6 +660,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(storage_open_creates_private_dir),
+        cmocka_unit_test(storage_open_refuses_schema_1),
         cmocka_unit_test_setup_teardown(storage_link_insert_get, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(storage_link_insert_conflict, fixture_setup,
                                         fixture_teardown),

@@ -297,6 +297,97 @@ static void storage_counter_scan_facets_skip_bots(void **state)
     storage_reader_close(r);
 }
 
+#define MINUTE_US INT64_C(60000000)
+
+/* Minute counters hold the minute within the hour as one byte (0 is a value
+ * like any other), skip bots like the totals, and a scan from hour 0 or across
+ * hours no link was clicked in finds the hours that have counters. Codes that
+ * share a prefix ("ab", "abc") and a code clicked only in between ("b") sit
+ * among the keys of "ab" now that keys begin with the hour. */
+static void storage_counter_scan_minutes_and_hours(void **state)
+{
+    fixture_t *f = *state;
+    storage_engagement_t list[] = {
+        engagement("ab", T0, "DE", "direct", 0, 0, false),
+        engagement("ab", T0 + 59 * INT64_C(1000000), "DE", "direct", 0, 0, false),
+        engagement("ab", T0 + MINUTE_US + 1, "DE", "direct", 0, 0, false),
+        engagement("ab", T0 + 2 * MINUTE_US, "DE", "direct", STORAGE_DEVICE_BOT, 0, true),
+        engagement("ab", T0 + HOUR_US - 1, "DE", "direct", 0, 0, false),
+        engagement("abc", T0 + MINUTE_US, "US", "direct", 0, 0, false),
+        engagement("ab", T0 + HOUR_US + 30 * MINUTE_US, "FR", "direct", 0, 0, false),
+        engagement("b", T0 + 3 * HOUR_US + 5 * MINUTE_US, "FR", "direct", 0, 0, false),
+        engagement("ab", T0 + 5 * HOUR_US, "FR", "direct", 0, 0, false),
+    };
+    storage_reader_t *r;
+    counts_t c;
+    uint32_t h0 = (uint32_t)(T0 / HOUR_US);
+
+    assert_int_equal(add_link(f->s, "ab", "Bgroup00001", "https://ab.example/"), STORAGE_OK);
+    assert_int_equal(add_link(f->s, "abc", "Bgroup00001", "https://abc.example/"), STORAGE_OK);
+    assert_int_equal(add_link(f->s, "b", "Bgroup00001", "https://b.example/"), STORAGE_OK);
+    assert_int_equal(storage_writer_start(f->s), STORAGE_OK);
+    for (size_t i = 0; i < sizeof(list) / sizeof(list[0]); i++)
+        assert_int_equal(storage_engagement_push(f->s, &list[i]), STORAGE_OK);
+    storage_writer_stop(f->s);
+
+    assert_int_equal(storage_reader_open(f->s, &r), STORAGE_OK);
+    storage_txn_t *txn = storage_reader_begin(r);
+
+    /* Minutes 0 (two clicks, one at 00:59), 1 and 59; the bot's minute 2 is
+     * not there. */
+    c = scan_counts(txn, "ab", STORAGE_FACET_MINUTE, h0, h0 + 1);
+    assert_int_equal(c.n, 3);
+    assert_int_equal(c.hours[0], h0);
+    assert_int_equal(c.values[0][0], 0);
+    assert_int_equal(c.counts[0], 2);
+    assert_int_equal(c.values[1][0], 1);
+    assert_int_equal(c.counts[1], 1);
+    assert_int_equal(c.values[2][0], 59);
+    assert_int_equal(c.counts[2], 1);
+
+    c = scan_counts(txn, "ab", STORAGE_FACET_MINUTE, h0 + 1, h0 + 6);
+    assert_int_equal(c.n, 2);
+    assert_int_equal(c.hours[0], h0 + 1);
+    assert_int_equal(c.values[0][0], 30);
+    assert_int_equal(c.hours[1], h0 + 5);
+    assert_int_equal(c.values[1][0], 0);
+
+    c = scan_counts(txn, "abc", STORAGE_FACET_MINUTE, 0, UINT32_MAX);
+    assert_int_equal(c.n, 1);
+    assert_int_equal(c.hours[0], h0);
+    assert_int_equal(c.values[0][0], 1);
+    assert_int_equal(c.counts[0], 1);
+
+    /* The hourly totals agree with the minutes, from hour 0 to the last. */
+    c = scan_counts(txn, "ab", STORAGE_FACET_TOTAL, 0, UINT32_MAX);
+    assert_int_equal(c.n, 3);
+    assert_int_equal(c.hours[0], h0);
+    assert_int_equal(c.counts[0], 4);
+    assert_int_equal(c.hours[1], h0 + 1);
+    assert_int_equal(c.counts[1], 1);
+    assert_int_equal(c.hours[2], h0 + 5);
+    assert_int_equal(c.counts[2], 1);
+
+    /* Hour h0 + 3 holds only "b"; the range ends before h0 + 5. */
+    c = scan_counts(txn, "ab", STORAGE_FACET_TOTAL, h0 + 2, h0 + 5);
+    assert_int_equal(c.n, 0);
+    c = scan_counts(txn, "b", STORAGE_FACET_TOTAL, h0, h0 + 6);
+    assert_int_equal(c.n, 1);
+    assert_int_equal(c.hours[0], h0 + 3);
+    c = scan_counts(txn, "b", STORAGE_FACET_MINUTE, h0 + 3, h0 + 4);
+    assert_int_equal(c.n, 1);
+    assert_int_equal(c.values[0][0], 5);
+
+    c = scan_counts(txn, "ab", STORAGE_FACET_COUNTRY, h0, UINT32_MAX);
+    assert_int_equal(c.n, 3);
+    assert_string_equal(c.values[0], "DE");
+    assert_int_equal(c.counts[0], 4);
+    assert_string_equal(c.values[1], "FR");
+    assert_int_equal(c.hours[2], h0 + 5);
+    storage_reader_end(r);
+    storage_reader_close(r);
+}
+
 /* ---- jobs ---- */
 
 /* A job that holds the writer until the test lets it go, so that whatever is
@@ -657,6 +748,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(storage_engagement_query_truncated, fixture_setup,
                                         fixture_teardown),
         cmocka_unit_test_setup_teardown(storage_counter_scan_facets_skip_bots, fixture_setup,
+                                        fixture_teardown),
+        cmocka_unit_test_setup_teardown(storage_counter_scan_minutes_and_hours, fixture_setup,
                                         fixture_teardown),
         cmocka_unit_test(storage_engagement_push_full_counts_drop),
         cmocka_unit_test_setup_teardown(storage_job_failure_discards_only_its_writes, fixture_setup,
