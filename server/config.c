@@ -30,6 +30,7 @@ enum {
     OPT_WORKERS,
     OPT_FLUSH_INTERVAL_MS,
     OPT_MAP_SIZE_MB,
+    OPT_QUEUE_CAPACITY,
     OPT_RETRY_DELAYS,
     OPT_CONNECT_TIMEOUT,
     OPT_TIMEOUT,
@@ -74,6 +75,8 @@ static const flag_t flags[] = {
     {"flush-interval-ms", OPT_FLUSH_INTERVAL_MS, true,
      "longest wait before a group of clicks is committed (2)"},
     {"map-size-mb", OPT_MAP_SIZE_MB, true, "LMDB map size in MiB (65536, sparse)"},
+    {"queue-capacity", OPT_QUEUE_CAPACITY, true,
+     "clicks waiting for the writer before new ones are dropped and counted (65536)"},
     {"webhook-retry-delays", OPT_RETRY_DELAYS, true,
      "seconds before each retry, comma-separated (5,300,1800,7200,18000,36000,36000)"},
     {"webhook-connect-timeout-ms", OPT_CONNECT_TIMEOUT, true, "webhook connect timeout (5000)"},
@@ -270,6 +273,11 @@ static int apply(config_t *cfg, int id, const char *v, char *err, size_t errlen)
             return fail(err, errlen, "--map-size-mb %s: expected 1 to 16777216", v);
         cfg->map_size = (size_t)n << 20;
         return 0;
+    case OPT_QUEUE_CAPACITY:
+        if (!parse_ulong(v, 1024, 1ul << 22, &n))
+            return fail(err, errlen, "--queue-capacity %s: expected 1024 to 4194304", v);
+        cfg->queue_capacity = (unsigned)n;
+        return 0;
     case OPT_RETRY_DELAYS:
         return parse_delays(cfg, v, err, errlen);
     case OPT_CONNECT_TIMEOUT:
@@ -344,6 +352,7 @@ static void set_defaults(config_t *cfg)
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     cfg->workers = cores > 0 && cores < 256 ? (unsigned)cores : 1;
     cfg->flush_interval_ms = 2;
+    cfg->queue_capacity = 65536;
     cfg->map_size = (size_t)64 << 30;
     /* Well above the longest long_url (PARSE_URL_MAX, 96 KiB when written
      * all in \u escapes), so that a URL past its limit is told so by a 400

@@ -47,6 +47,7 @@ typedef struct config {
     uint16_t redirect_status;
     unsigned workers;
     unsigned flush_interval_ms;
+    unsigned queue_capacity; /* click ring slots */
     size_t map_size;
     uint32_t retry_delays_s[CONFIG_MAX_RETRIES];
     size_t n_retry_delays; /* 0: the dispatcher's default schedule */

@@ -418,11 +418,12 @@ int server_run(const config_t *cfg)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGHUP, &sa, NULL);
 
-    /* 16384 slots hold about 8 ms of clicks at 2M/s: plenty at a 2 ms flush,
-     * and a tenth of the ring's default memory. */
+    /* The ring must hold every click that arrives while one group commits;
+     * a slot reserves STORAGE_QUERY_MAX bytes for its query, resident only as
+     * queries use them. */
     storage_options_t so = {.dir = cfg->data_dir,
                             .map_size = cfg->map_size,
-                            .queue_capacity = 16384,
+                            .queue_capacity = cfg->queue_capacity,
                             .flush_interval_ms = cfg->flush_interval_ms,
                             .on_commit = on_commit,
                             .on_commit_ctx = &app};
