@@ -131,7 +131,7 @@ void storage__counters_group_undo(storage_t *s)
     b->undo_len = 0;
 }
 
-static const char *device_name(uint8_t device)
+const char *storage_device_name(uint8_t device)
 {
     switch (device) {
     case STORAGE_DEVICE_DESKTOP:
@@ -147,7 +147,7 @@ static const char *device_name(uint8_t device)
     }
 }
 
-static const char *kind_name(uint8_t kind)
+const char *storage_kind_name(uint8_t kind)
 {
     switch (kind) {
     case STORAGE_KIND_QR_SCAN:
@@ -328,8 +328,9 @@ static void counters_collect(storage_t *s, const storage_engagement_t *e)
     counter_add(s->counters, prefix, plen, STORAGE_FACET_MINUTE, &minute, 1);
     counter_add_string(s->counters, prefix, plen, STORAGE_FACET_COUNTRY, e->country);
     counter_add_string(s->counters, prefix, plen, STORAGE_FACET_REFERRER, e->referrer);
-    counter_add_string(s->counters, prefix, plen, STORAGE_FACET_DEVICE, device_name(e->device));
-    counter_add_string(s->counters, prefix, plen, STORAGE_FACET_KIND, kind_name(e->kind));
+    counter_add_string(s->counters, prefix, plen, STORAGE_FACET_DEVICE,
+                       storage_device_name(e->device));
+    counter_add_string(s->counters, prefix, plen, STORAGE_FACET_KIND, storage_kind_name(e->kind));
 }
 
 int storage__engagement_store(storage_txn_t *txn, storage_engagement_t *e)

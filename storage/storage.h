@@ -165,6 +165,11 @@ typedef struct storage_engagement {
     storage_bytes_t long_url; /* read: borrowed */
 } storage_engagement_t;
 
+/* The names used in counters, metrics and webhook bodies: "click", "qr_scan",
+ * "bio_click"; "desktop", "mobile", "tablet", "bot", "other". Static strings. */
+const char *storage_kind_name(uint8_t kind);
+const char *storage_device_name(uint8_t device);
+
 /* Copies the engagement into the writer's queue. Lock-free, never blocks, never
  * allocates. STORAGE_FULL (and a drop counted in the stats) when the queue is full. */
 int storage_engagement_push(storage_t *s, const storage_engagement_t *e);

@@ -86,34 +86,6 @@ static json_t *text(const char *p, size_t n)
     return v ? v : json_string("");
 }
 
-static const char *kind_name(uint8_t kind)
-{
-    switch (kind) {
-    case STORAGE_KIND_QR_SCAN:
-        return "qr_scan";
-    case STORAGE_KIND_BIO_CLICK:
-        return "bio_click";
-    default:
-        return "click";
-    }
-}
-
-static const char *device_name(uint8_t device)
-{
-    switch (device) {
-    case STORAGE_DEVICE_DESKTOP:
-        return "desktop";
-    case STORAGE_DEVICE_MOBILE:
-        return "mobile";
-    case STORAGE_DEVICE_TABLET:
-        return "tablet";
-    case STORAGE_DEVICE_BOT:
-        return "bot";
-    default:
-        return "other";
-    }
-}
-
 /* The two time formats of the body: RFC 3339 with milliseconds, and Bitly's
  * "2026-12-04T15:49:14+0000". Times before the epoch are floored, not
  * truncated, so the seconds and milliseconds stay consistent. */
@@ -176,7 +148,7 @@ char *webhook_payload(const webhook_payload_ctx_t *ctx, const webhook_t *w,
     bitlink[dlen + 1 + code_len] = '\0';
 
     json_object_set_new(root, "event_type", json_string("engagement"));
-    json_object_set_new(root, "engagement_type", json_string(kind_name(e->kind)));
+    json_object_set_new(root, "engagement_type", json_string(storage_kind_name(e->kind)));
     json_object_set_new(root, "event_id", json_string(event_id));
     json_object_set_new(root, "timestamp", json_string(ts));
     json_object_set_new(root, "datetime", json_string(datetime));
@@ -187,7 +159,7 @@ char *webhook_payload(const webhook_payload_ctx_t *ctx, const webhook_t *w,
     json_object_set_new(root, "country", text(e->country, strnlen(e->country, 3)));
     json_object_set_new(root, "referrer",
                         text(e->referrer, strnlen(e->referrer, sizeof e->referrer)));
-    json_object_set_new(root, "device_type", json_string(device_name(e->device)));
+    json_object_set_new(root, "device_type", json_string(storage_device_name(e->device)));
     json_object_set_new(root, "is_bot", json_boolean(e->bot));
     json_object_set_new(root, "webhook_guid", text(w->guid, strlen(w->guid)));
     json_object_set_new(root, "organization_guid",
