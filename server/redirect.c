@@ -149,6 +149,67 @@ static uint8_t classify_user_agent(h2o_iovec_t ua)
     return c->device;
 }
 
+/* Visitors come back, and one address looks up the same country until the
+ * database is replaced, so each worker keeps recent answers by exact address
+ * in a 4-way set-associative cache (the tree walk in libmaxminddb was the
+ * worker's largest user-space cost after the socket calls). The cache belongs
+ * to one database: it is emptied when the database pointer or the app epoch
+ * (bumped when a reload retires the old one) changes, so an address freed and
+ * reused for a new database cannot answer from the old one. */
+#define GEO_CACHE_SETS 2048
+#define GEO_CACHE_WAYS 4
+
+typedef struct geo_cached {
+    geoip_addr_t addr;
+    bool used;
+    bool found;
+    char country[3];
+} geo_cached_t;
+
+typedef struct geo_cache {
+    const geoip_db_t *db;
+    unsigned long epoch;
+    uint8_t next[GEO_CACHE_SETS]; /* the way to replace next, per set */
+    geo_cached_t slot[GEO_CACHE_SETS][GEO_CACHE_WAYS];
+} geo_cache_t;
+
+static _Thread_local geo_cache_t geo_cache;
+
+static bool addr_equal(const geoip_addr_t *a, const geoip_addr_t *b)
+{
+    size_t n = a->family == AF_INET ? 4 : 16;
+    return a->family == b->family && memcmp(a->bytes, b->bytes, n) == 0;
+}
+
+static bool cached_country(const geoip_db_t *db, unsigned long epoch, const geoip_addr_t *a,
+                           char country[3])
+{
+    geo_cache_t *c = &geo_cache;
+    size_t n = a->family == AF_INET ? 4 : 16;
+
+    if (c->db != db || c->epoch != epoch) {
+        memset(c, 0, sizeof(*c));
+        c->db = db;
+        c->epoch = epoch;
+    }
+    uint64_t h = ua_hash((const char *)a->bytes, n) ^ a->family;
+    size_t set = h % GEO_CACHE_SETS;
+    geo_cached_t *ways = c->slot[set];
+    for (unsigned i = 0; i < GEO_CACHE_WAYS; i++) {
+        if (ways[i].used && addr_equal(&ways[i].addr, a)) {
+            memcpy(country, ways[i].country, 3);
+            return ways[i].found;
+        }
+    }
+    geo_cached_t *e = &ways[c->next[set]];
+    c->next[set] = (uint8_t)((c->next[set] + 1) % GEO_CACHE_WAYS);
+    e->found = geoip_country(db, a, country);
+    e->addr = *a;
+    e->used = true;
+    memcpy(e->country, country, 3);
+    return e->found;
+}
+
 static void find_country(worker_t *w, h2o_req_t *req, char country[3])
 {
     const app_t *app = w->app;
@@ -167,7 +228,8 @@ static void find_country(worker_t *w, h2o_req_t *req, char country[3])
         h2o_iovec_t xff = forwarded_for(req);
         visitor = geoip_visitor(&peer, xff.base, xff.len, app->cfg->trusted, app->cfg->n_trusted);
     }
-    if (!geoip_country(db, &visitor, country))
+    unsigned long epoch = atomic_load_explicit(&w->app->epoch, memory_order_relaxed);
+    if (!cached_country(db, epoch, &visitor, country))
         worker_count(&w->metrics.no_country);
 }
 
