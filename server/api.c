@@ -96,6 +96,40 @@ bool api_seg_is(const api_request_t *r, size_t i, const char *s)
     return i < r->n_seg && h2o_memis(r->seg[i].base, r->seg[i].len, s, strlen(s));
 }
 
+static int hex_digit(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c = (char)(c | 0x20);
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* Compares s, percent-decoding it, with name, ignoring case. */
+static bool decoded_equals(const char *s, size_t len, const char *name)
+{
+    size_t k = 0, nlen = strlen(name);
+
+    for (size_t i = 0; i < len; i++, k++) {
+        char c = s[i];
+        if (c == '%') {
+            int hi = i + 2 < len ? hex_digit(s[i + 1]) : -1;
+            int lo = i + 2 < len ? hex_digit(s[i + 2]) : -1;
+            if (hi < 0 || lo < 0)
+                return false;
+            c = (char)(hi * 16 + lo);
+            i += 2;
+        }
+        if (k == nlen || (c | 0x20) != (name[k] | 0x20))
+            return false;
+    }
+    return k == nlen;
+}
+
+bool api_domain_ours(const app_t *app, const char *s, size_t len)
+{
+    return decoded_equals(s, len, app->cfg->domain) || decoded_equals(s, len, "bit.ly");
+}
+
 bool api_bitlink_id(const api_request_t *r, h2o_iovec_t *domain, h2o_iovec_t *code, size_t *next)
 {
     if (r->n_seg < 2)

@@ -82,6 +82,12 @@ int api_bio(api_request_t *r);
 /* GET /v4/openapi.json, public (server/openapi.c). */
 int api_openapi(worker_t *w, h2o_req_t *req);
 
+/* Whether a domain (percent-encoded or not, any case) is this server's short
+ * domain. Clients written for Bitly send its default domain, bit.ly, unless
+ * told otherwise (the npm package always sends one), so that name stands for
+ * ours too. */
+bool api_domain_ours(const app_t *app, const char *s, size_t len);
+
 /* The bitlink id after /bitlinks/: domain/hash as two segments, or as one
  * segment with an encoded slash (%2F). Sets *next to the index of the first
  * segment after the id; false when there is no id. */

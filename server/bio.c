@@ -88,9 +88,7 @@ static const char *button_code(const app_t *app, json_t *button)
 
     if (code == NULL && id != NULL) {
         const char *slash = strrchr(id, '/');
-        size_t dlen = strlen(app->cfg->domain);
-        if (slash == NULL || (size_t)(slash - id) != dlen ||
-            strncasecmp(id, app->cfg->domain, dlen) != 0)
+        if (slash == NULL || !api_domain_ours(app, id, (size_t)(slash - id)))
             return NULL;
         code = slash + 1;
     }

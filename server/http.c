@@ -12,6 +12,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -87,7 +88,28 @@ static void on_accept(h2o_socket_t *listener, const char *err)
     }
 }
 
-static int open_listener(const char *host, uint16_t listen_port, char *err, size_t errlen)
+/* Every worker's socket shares the port through SO_REUSEPORT, which would let a
+ * second shortlinkd of the same user share it too and take half the traffic.
+ * A bind without the option first tells whether anyone holds the port. */
+static int port_free(const struct addrinfo *ai, char *err, size_t errlen, const char *host,
+                     uint16_t port)
+{
+    int one = 1, fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int rc = 0;
+
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+        bind(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
+        snprintf(err, errlen, "listen on %s:%u: %s%s", host, port, strerror(errno),
+                 errno == EADDRINUSE ? " (is another shortlinkd running?)" : "");
+        rc = -1;
+    }
+    if (fd >= 0)
+        close(fd);
+    return rc;
+}
+
+static int open_listener(const char *host, uint16_t listen_port, bool first, char *err,
+                         size_t errlen)
 {
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
     struct addrinfo *res = NULL;
@@ -98,6 +120,10 @@ static int open_listener(const char *host, uint16_t listen_port, char *err, size
     int rc = getaddrinfo(host, port, &hints, &res);
     if (rc != 0) {
         snprintf(err, errlen, "listen address %s: %s", host, gai_strerror(rc));
+        return -1;
+    }
+    if (first && port_free(res, err, errlen, host, listen_port) != 0) {
+        freeaddrinfo(res);
         return -1;
     }
     fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -401,6 +427,29 @@ static webhook_dispatcher_t *start_dispatcher(app_t *app)
     return d;
 }
 
+/* One server per data directory: two would share the store's sequence numbers
+ * and lose clicks to each other. The lock lives as long as the process; the
+ * token and backup commands do not take it, so they work beside a server. */
+static int lock_data_dir(const config_t *cfg)
+{
+    char path[1100];
+
+    if (mkdir(cfg->data_dir, 0700) != 0 && errno != EEXIST) {
+        log_msg(LOG_ERROR, "storage", "cannot create %s: %s", cfg->data_dir, strerror(errno));
+        return -1;
+    }
+    snprintf(path, sizeof(path), "%s/serve.lock", cfg->data_dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0 || flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        log_msg(LOG_ERROR, "storage", "%s is in use by another shortlinkd (%s)", cfg->data_dir,
+                fd < 0 ? strerror(errno) : "serve.lock is held");
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    return 0; /* fd stays open, and the lock with it, until the process ends */
+}
+
 int server_run(const config_t *cfg)
 {
     static app_t app;
@@ -427,6 +476,8 @@ int server_run(const config_t *cfg)
                             .flush_interval_ms = cfg->flush_interval_ms,
                             .on_commit = on_commit,
                             .on_commit_ctx = &app};
+    if (lock_data_dir(cfg) != 0)
+        return 1;
     if (storage_open(&app.storage, &so, err, sizeof(err)) != STORAGE_OK) {
         log_msg(LOG_ERROR, "storage", "%s", err);
         return 1;
@@ -458,13 +509,14 @@ int server_run(const config_t *cfg)
         workers[i].app = &app;
         workers[i].index = i;
         workers[i].tls_fd = -1;
-        workers[i].listen_fd = open_listener(cfg->listen_host, cfg->listen_port, err, sizeof(err));
+        workers[i].listen_fd =
+            open_listener(cfg->listen_host, cfg->listen_port, i == 0, err, sizeof(err));
         if (workers[i].listen_fd < 0) {
             log_msg(LOG_ERROR, "http", "%s", err);
             goto stop;
         }
-        if (app.tls != NULL && (workers[i].tls_fd = open_listener(cfg->tls_host, cfg->tls_port, err,
-                                                                  sizeof(err))) < 0) {
+        if (app.tls != NULL && (workers[i].tls_fd = open_listener(cfg->tls_host, cfg->tls_port,
+                                                                  i == 0, err, sizeof(err))) < 0) {
             log_msg(LOG_ERROR, "http", "%s", err);
             goto stop;
         }

@@ -112,15 +112,6 @@ static int bad(h2o_req_t *req, int status, const char *message, const char *desc
     return -1;
 }
 
-/* Clients written for Bitly send its default domain, bit.ly, unless told
- * otherwise (the npm package always sends a domain), so that name stands for
- * this server's own short domain. Any other domain is not ours. */
-static bool domain_ours(const app_t *app, const char *domain, size_t len)
-{
-    return (strlen(app->cfg->domain) == len && strncasecmp(domain, app->cfg->domain, len) == 0) ||
-           (len == 6 && strncasecmp(domain, "bit.ly", 6) == 0);
-}
-
 static int reject_url(api_request_t *r, parse_url_error_t e)
 {
     const char *code = e == PARSE_URL_OWN_DOMAIN ? "ALREADY_A_BITLY_LINK" : "INVALID_ARG_LONG_URL";
@@ -203,7 +194,7 @@ static int read_link_input(api_request_t *r, link_input_t *in)
         return -1;
 
     const char *domain = api_str(r->body, "domain");
-    if (domain != NULL && !domain_ours(r->app, domain, strlen(domain)))
+    if (domain != NULL && !api_domain_ours(r->app, domain, strlen(domain)))
         return bad(r->req, 400, "INVALID_ARG_DOMAIN",
                    "domain must be this server's short domain (or bit.ly) or left out.", "bitlinks",
                    "domain", "invalid");
@@ -340,7 +331,7 @@ static bool split_id(const app_t *app, const char *id, const char **rest)
         id = slash + 2;
         slash = strchr(id, '/');
     }
-    if (slash == NULL || !domain_ours(app, id, (size_t)(slash - id)) || slash[1] == '\0' ||
+    if (slash == NULL || !api_domain_ours(app, id, (size_t)(slash - id)) || slash[1] == '\0' ||
         strchr(slash + 1, '/') != NULL || strlen(slash + 1) > STORAGE_CODE_MAX)
         return false;
     *rest = slash + 1;

@@ -484,29 +484,6 @@ static void image_url(const app_t *app, const char *code, size_t len, const qr_p
 
 /* ---- GET /v4/bitlinks/{domain}/{hash}/qr ---- */
 
-/* Whether a path segment, percent-decoded, is our domain (any case): clients
- * encode the id's ':' as well as its '/'. */
-static bool is_our_domain(const app_t *app, const char *s, size_t len)
-{
-    const char *domain = app->cfg->domain;
-    size_t k = 0, dlen = strlen(domain);
-
-    for (size_t i = 0; i < len; i++, k++) {
-        char c = s[i];
-        if (c == '%') {
-            int hi = i + 2 < len ? hex_value(s[i + 1]) : -1;
-            int lo = i + 2 < len ? hex_value(s[i + 2]) : -1;
-            if (hi < 0 || lo < 0)
-                return false;
-            c = (char)(hi * 16 + lo);
-            i += 2;
-        }
-        if (k == dlen || (c | 0x20) != (domain[k] | 0x20))
-            return false;
-    }
-    return k == dlen;
-}
-
 /* The bitlink id before "qr": two segments, or one with an encoded slash. The
  * domain must be ours. */
 static bool qr_bitlink_code(api_request_t *r, const char **code, size_t *len)
@@ -518,7 +495,7 @@ static bool qr_bitlink_code(api_request_t *r, const char **code, size_t *len)
         return false;
     *code = id.base;
     *len = id.len;
-    return is_our_domain(r->app, domain.base, domain.len);
+    return api_domain_ours(r->app, domain.base, domain.len);
 }
 
 int api_qr(api_request_t *r)

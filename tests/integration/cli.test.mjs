@@ -89,3 +89,41 @@ test('cli_wide_trusted_proxy_is_warned_about', async () => {
   await server.stop();
   assert.match(server.log, /warn .*--trusted-proxy range 1 is \/0 wide/);
 });
+
+test('cli_one_server_per_data_dir_and_per_port', async () => {
+  const server = await startServer();
+  try {
+    const sameDir = run(['serve', '--listen', '127.0.0.1:1', '--data-dir', server.dataDir]);
+    assert.notEqual(sameDir.status, 0);
+    assert.match(sameDir.stderr, /is in use by another shortlinkd/);
+    const samePort = run(['serve', '--listen', `127.0.0.1:${server.port}`, '--data-dir', tempDir()]);
+    assert.notEqual(samePort.status, 0);
+    assert.match(samePort.stderr, /Address already in use \(is another shortlinkd running\?\)/);
+    // The first server still answers every request, none went elsewhere.
+    for (let i = 0; i < 20; i++) assert.equal((await request(`${server.base}/healthz`)).status, 200);
+  } finally {
+    await server.stop();
+  }
+});
+
+test('cli_bitly_style_ids_name_our_links_everywhere', async () => {
+  const server = await startServer();
+  try {
+    const link = (await server.api('POST', '/v4/shorten', { long_url: 'https://example.com/ids' })).json();
+    const hash = link.id.split('/')[1];
+    for (const id of [`bit.ly/${hash}`, `bit.ly%2F${hash}`, link.id.replace(':', '%3A')]) {
+      assert.equal((await server.api('GET', `/v4/bitlinks/${id}/qr`)).status, 200, id);
+    }
+    assert.equal((await server.api('GET', `/v4/bitlinks/other.example/${hash}/qr`)).status, 404);
+    const page = await server.api('POST', '/v4/bio_pages', {
+      handle: 'ids-page', title: 'Ids', buttons: [{ label: 'Go', bitlink_id: `bit.ly/${hash}` }],
+    });
+    assert.equal(page.status, 201, page.body);
+    const foreign = await server.api('POST', '/v4/bio_pages', {
+      handle: 'ids-page-2', title: 'Ids', buttons: [{ label: 'Go', bitlink_id: `other.example/${hash}` }],
+    });
+    assert.equal(foreign.status, 400, foreign.body);
+  } finally {
+    await server.stop();
+  }
+});

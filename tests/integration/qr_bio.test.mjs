@@ -191,7 +191,7 @@ test('qr_unknown_codes_404_and_bad_parameters_400_with_bitly_errors', async () =
   }
   const missing = await server.api('GET', `/v4/bitlinks/${server.base.slice(7)}/nosuchcode/qr`);
   assertBitlyError(missing, 404);
-  const otherDomain = await server.api('GET', `/v4/bitlinks/bit.ly/${link.code}/qr`);
+  const otherDomain = await server.api('GET', `/v4/bitlinks/other.example/${link.code}/qr`);
   assertBitlyError(otherDomain, 404);
   const post = await server.api('POST', `/v4/bitlinks/${link.id}/qr`, {});
   assertBitlyError(post, 405);
@@ -296,7 +296,7 @@ test('bio_pages_refuse_bad_input', async () => {
     [{ ...ok, buttons: [{ code: a.code }] }, 'label'],
     [{ ...ok, buttons: [{ label: 'L' }] }, 'bitlink_id'],
     [{ ...ok, buttons: [{ label: 'L', code: 'bad code' }] }, 'bitlink_id'],
-    [{ ...ok, buttons: [{ label: 'L', bitlink_id: `bit.ly/${a.code}` }] }, 'bitlink_id'],
+    [{ ...ok, buttons: [{ label: 'L', bitlink_id: `other.example/${a.code}` }] }, 'bitlink_id'],
     [{ ...ok, buttons: [{ label: 'L', code: 'nosuchcode' }] }, 'bitlink_id'],
     [{ ...ok, buttons: ['L'] }, 'label'],
   ];
