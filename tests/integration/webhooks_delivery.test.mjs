@@ -7,11 +7,10 @@
 // here on 127.0.0.1.
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
-import http from 'node:http';
 import { after, test } from 'node:test';
 import { Webhook as StandardWebhook } from 'standardwebhooks';
 import { Webhook as SvixWebhook } from 'svix';
-import { request, sleep, startServer, tempDir } from '../lib/harness.mjs';
+import { request, sleep, startReceiver, startServer, tempDir } from '../lib/harness.mjs';
 
 const BROWSER = 'Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0';
 const LOOPBACK = ['--webhook-allow-cidr', '127.0.0.0/8'];
@@ -21,38 +20,10 @@ after(async () => {
   for (const f of cleanup.reverse()) await f();
 });
 
-// A loopback receiver whose answer can change during a test; it records the
-// raw bytes and headers of every request.
+// A loopback receiver (the harness's) whose answer can change during a test,
+// closed after the file's tests.
 async function receiver(answer = () => 200) {
-  const received = [];
-  const server = http.createServer((req, res) => {
-    const chunks = [];
-    req.on('data', (c) => chunks.push(c));
-    req.on('end', () => {
-      const entry = { url: req.url, headers: req.headers, raw: Buffer.concat(chunks), at: Date.now() };
-      received.push(entry);
-      let a = rx.answer(entry, received.length);
-      if (typeof a === 'number') a = { status: a };
-      res.writeHead(a.status, a.headers ?? { 'content-type': 'text/plain' });
-      res.end(a.body ?? 'ok');
-    });
-  });
-  await new Promise((r) => server.listen(0, '127.0.0.1', r));
-  const rx = {
-    answer,
-    received,
-    port: server.address().port,
-    url: `http://127.0.0.1:${server.address().port}/hook`,
-    async waitFor(n, timeoutMs = 20000) {
-      const deadline = Date.now() + timeoutMs;
-      while (received.length < n) {
-        if (Date.now() > deadline) throw new Error(`receiver got ${received.length} of ${n} requests`);
-        await sleep(25);
-      }
-      return received;
-    },
-    close: () => new Promise((r) => { server.closeAllConnections?.(); server.close(r); }),
-  };
+  const rx = await startReceiver(answer);
   cleanup.push(rx.close);
   return rx;
 }
@@ -429,7 +400,7 @@ test('410 deactivates the webhook, shown with its reason; reactivation clears it
   const rec = await s.api('POST', `/v4/webhooks/${hook.guid}/recover`, { since: new Date(0).toISOString() });
   assert.equal(rec.status, 409);
 
-  rx.answer = () => 200;
+  rx.respond = () => 200;
   const on = await s.api('PATCH', `/v4/webhooks/${hook.guid}`, { is_active: true });
   assert.equal(on.status, 200, on.body);
   assert.equal(on.json().deactivated_reason ?? null, null);

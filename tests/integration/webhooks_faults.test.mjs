@@ -3,10 +3,9 @@
 // failing a share of attempts, and an OAuth token endpoint with a short
 // expires_in under a burst. Every server is started here on 127.0.0.1.
 import assert from 'node:assert/strict';
-import http from 'node:http';
 import { after, test } from 'node:test';
 import { Webhook } from 'standardwebhooks';
-import { request, sleep, startServer, tempDir } from '../lib/harness.mjs';
+import { request, sleep, startReceiver, startServer, tempDir } from '../lib/harness.mjs';
 
 const BROWSER = 'Mozilla/5.0 (Macintosh; Intel Mac OS X 14_0) AppleWebKit/605.1.15 Safari/605.1.15';
 const LOOPBACK = ['--webhook-allow-cidr', '127.0.0.0/8'];
@@ -16,26 +15,10 @@ after(async () => {
   for (const f of cleanup.reverse()) await f();
 });
 
-// A loopback receiver; handle(req, res, entry, n) answers, or leaves the
-// request hanging by not answering.
-async function receiver(handle = (req, res) => { res.writeHead(200); res.end('ok'); }) {
-  const received = [];
-  const server = http.createServer((req, res) => {
-    const chunks = [];
-    req.on('data', (c) => chunks.push(c));
-    req.on('end', () => {
-      const entry = { url: req.url, headers: req.headers, raw: Buffer.concat(chunks), at: Date.now() };
-      received.push(entry);
-      handle(req, res, entry, received.length);
-    });
-  });
-  await new Promise((r) => server.listen(0, '127.0.0.1', r));
-  const rx = {
-    received,
-    base: `http://127.0.0.1:${server.address().port}`,
-    url: `http://127.0.0.1:${server.address().port}/hook`,
-    close: () => new Promise((r) => { server.closeAllConnections?.(); server.close(r); }),
-  };
+// A loopback receiver (the harness's); handle(res, entry, n) answers, or
+// leaves the request hanging by not answering.
+async function receiver(handle = (res) => { res.writeHead(200); res.end('ok'); }) {
+  const rx = await startReceiver((entry, n, res) => { handle(res, entry, n); });
   cleanup.push(rx.close);
   return rx;
 }
@@ -125,7 +108,7 @@ test('a hanging endpoint does not delay a healthy one', async () => {
 test('kill -9 in the middle of a burst: every committed engagement is delivered at least once', async () => {
   // A receiver that fails about one attempt in five, answering in its own time.
   let n = 0;
-  const rx = await receiver((req, res) => {
+  const rx = await receiver((res) => {
     n++;
     setTimeout(() => { res.writeHead(n % 5 === 0 ? 500 : 200); res.end(); }, n % 7);
   });
@@ -183,7 +166,7 @@ test('OAuth: a token with a short expires_in is fetched a handful of times under
   let tokenRequests = 0;
   const CLIENT = 'shortlinkd-client';
   const SECRET = 'client-secret-value';
-  const tokens = await receiver((req, res, entry) => {
+  const tokens = await receiver((res, entry) => {
     tokenRequests++;
     const basic = Buffer.from(`${CLIENT}:${SECRET}`).toString('base64');
     if (entry.headers.authorization !== `Basic ${basic}` ||
@@ -195,7 +178,7 @@ test('OAuth: a token with a short expires_in is fetched a handful of times under
     res.writeHead(200, { 'content-type': 'application/json' });
     res.end(JSON.stringify({ access_token: token, token_type: 'Bearer', expires_in: 4 }));
   });
-  const rx = await receiver((req, res, entry) => {
+  const rx = await receiver((res, entry) => {
     const t = (entry.headers.authorization ?? '').replace(/^Bearer /, '');
     const ok = issued.has(t) && issued.get(t) > Date.now();
     res.writeHead(ok ? 200 : 401); res.end();

@@ -93,8 +93,10 @@ export function request(url, { method = 'GET', headers = {}, body } = {}) {
   });
 }
 
-// A webhook receiver on loopback. `respond(req, n)` picks each answer: a
-// status number or {status, headers, body}; the default is 200.
+// A webhook receiver on loopback. `respond(entry, n, res)` picks each answer: a
+// status number or {status, headers, body}; or it answers through `res` itself
+// (or never, to hang) and returns nothing. The default is 200. `respond` may be
+// replaced while a test runs (rx.respond = ...).
 export async function startReceiver(respond = () => 200) {
   const received = [];
   const waiters = [];
@@ -104,19 +106,25 @@ export async function startReceiver(respond = () => 200) {
     req.on('end', () => {
       const entry = { method: req.method, url: req.url, headers: req.headers, raw: Buffer.concat(chunks), at: Date.now() };
       received.push(entry);
-      let answer = respond(entry, received.length);
+      let answer = rx.respond(entry, received.length, res);
       if (typeof answer === 'number') answer = { status: answer };
-      res.writeHead(answer.status, answer.headers ?? { 'content-type': 'text/plain' });
-      res.end(answer.body ?? 'ok');
+      if (answer) {
+        res.writeHead(answer.status, answer.headers ?? { 'content-type': 'text/plain' });
+        res.end(answer.body ?? 'ok');
+      }
       for (const w of waiters.splice(0)) w();
     });
   });
   await new Promise((r) => server.listen(0, '127.0.0.1', r));
-  const url = `http://127.0.0.1:${server.address().port}/hook`;
-  return {
-    url, received,
+  const { port } = server.address();
+  const rx = {
+    respond,
+    received,
+    port,
+    base: `http://127.0.0.1:${port}`,
+    url: `http://127.0.0.1:${port}/hook`,
     // Waits until at least n requests arrived (or throws after timeoutMs).
-    async waitFor(n, timeoutMs = 15000) {
+    async waitFor(n, timeoutMs = 20000) {
       const deadline = Date.now() + timeoutMs;
       while (received.length < n) {
         if (Date.now() > deadline) throw new Error(`receiver got ${received.length} of ${n} requests`);
@@ -126,4 +134,5 @@ export async function startReceiver(respond = () => 200) {
     },
     close: () => new Promise((r) => { server.closeAllConnections?.(); server.close(r); }),
   };
+  return rx;
 }
