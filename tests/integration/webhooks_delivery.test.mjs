@@ -32,10 +32,6 @@ async function receiver(answer = () => 200) {
 // from it, stays the same.
 async function server(args, dataDir = tempDir(), port = undefined) {
   const s = await startServer({ dataDir, args, port });
-  // A server that died on its own is a failure worth its log.
-  s.exited.then(({ signal, code }) => {
-    if (signal !== 'SIGKILL' && code !== 0) console.error(`shortlinkd exited (${code ?? signal}):\n${s.log}`);
-  });
   cleanup.push(() => s.stop('SIGKILL'));
   return s;
 }

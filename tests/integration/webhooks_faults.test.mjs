@@ -27,9 +27,6 @@ async function receiver(handle = (res) => { res.writeHead(200); res.end('ok'); }
 // from it, stays the same.
 async function server(args, dataDir = tempDir(), port = undefined) {
   const s = await startServer({ dataDir, args, port });
-  s.exited.then(({ signal, code }) => {
-    if (signal !== 'SIGKILL' && code !== 0) console.error(`shortlinkd exited (${code ?? signal}):\n${s.log}`);
-  });
   cleanup.push(() => s.stop('SIGKILL'));
   return s;
 }

@@ -47,6 +47,12 @@ export async function startServer({ dataDir = tempDir(), port, args = [], env = 
   child.stdout.on('data', (d) => { log += d; });
   child.stderr.on('data', (d) => { log += d; });
   const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+  // A server that dies on its own (not stopped by the test) is a failure worth
+  // its log, whatever the test then reports.
+  let stopping = false;
+  exited.then(({ code, signal }) => {
+    if (!stopping && code !== 0) console.error(`shortlinkd exited (${code ?? signal}):\n${log}`);
+  });
   const server = { child, port, base, dataDir, argv, exited, get log() { return log; } };
   const deadline = Date.now() + 20000;
   for (;;) {
@@ -66,6 +72,7 @@ export async function startServer({ dataDir = tempDir(), port, args = [], env = 
       body: body === undefined ? undefined : (typeof body === 'string' ? body : JSON.stringify(body)),
     });
   server.stop = async (signal = 'SIGTERM') => {
+    stopping = true;
     if (child.exitCode === null && child.signalCode === null) child.kill(signal);
     return exited;
   };
