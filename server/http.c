@@ -32,6 +32,15 @@ worker_t *app_worker(h2o_req_t *req)
     return H2O_STRUCT_FROM_MEMBER(worker_t, ctx, req->conn->ctx);
 }
 
+void app_send_empty(h2o_req_t *req)
+{
+    static h2o_generator_t generator = {NULL, NULL};
+
+    req->res.content_length = 0;
+    h2o_start_response(req, &generator);
+    h2o_send(req, NULL, 0, H2O_SEND_STATE_FINAL);
+}
+
 static int send_text(h2o_req_t *req, int status, const char *reason, const char *type,
                      const char *body, size_t len)
 {

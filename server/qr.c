@@ -619,8 +619,7 @@ int qr_image_handle(worker_t *w, h2o_req_t *req, const char *rest, size_t len)
     if (etag_matches(req, etag)) {
         req->res.status = 304;
         req->res.reason = "Not Modified";
-        req->res.content_length = 0;
-        h2o_send_inline(req, "", 0);
+        app_send_empty(req);
         return 0;
     }
     if (!render(&req->pool, content, &p, &img))

@@ -352,9 +352,9 @@ int redirect_serve(worker_t *w, h2o_req_t *req, const char *code, size_t code_le
     else
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL,
                        H2O_STRLIT("private, no-store"));
-    /* h2o's send_inline leaves the length unset, and a response of unknown
-     * length ends its HTTP/1 connection: say it, so keep-alive holds. */
-    req->res.content_length = 0;
-    h2o_send_inline(req, "", 0);
+    /* With the length said (h2o_send_inline leaves it unknown, which ends an
+     * HTTP/1 connection) and no body buffer, keep-alive holds and the answer
+     * leaves in one writev. */
+    app_send_empty(req);
     return 0;
 }
