@@ -9,7 +9,6 @@
 #include <string.h>
 
 #include "app.h"
-#include "log.h"
 #include "parse.h"
 
 static const char not_found_page[] =
@@ -258,16 +257,22 @@ static h2o_iovec_t passed_params(const storage_link_t *link, const char *locatio
     return h2o_iovec_init(p, n);
 }
 
-static void record(worker_t *w, h2o_req_t *req, const char *code, size_t code_len,
-                   storage_kind_t kind, const char *referrer, h2o_iovec_t passed)
+/* Queues the engagement with its link as served (read in the worker's open
+ * transaction, so the writer need not look it up again). A full queue is
+ * counted in the storage statistics and logged once a second by the server,
+ * not once per click. */
+static void record(worker_t *w, h2o_req_t *req, const storage_link_t *link, storage_kind_t kind,
+                   const char *referrer, h2o_iovec_t passed)
 {
     storage_engagement_t e = {0};
 
     e.time_us = util_now_us();
     util_uuid7(e.event_id, e.time_us);
     e.kind = (uint8_t)kind;
-    memcpy(e.code, code, code_len);
-    e.code[code_len] = '\0';
+    memcpy(e.code, link->code.ptr, link->code.len);
+    e.code[link->code.len] = '\0';
+    memcpy(e.group_guid, link->group_guid, sizeof(e.group_guid));
+    e.long_url = link->long_url;
 
     h2o_iovec_t ua = header_value(req, H2O_TOKEN_USER_AGENT);
     e.device = classify_user_agent(ua);
@@ -283,8 +288,7 @@ static void record(worker_t *w, h2o_req_t *req, const char *code, size_t code_le
 
     if (e.bot)
         worker_count(&w->metrics.bots);
-    if (storage_engagement_push(w->app->storage, &e) != STORAGE_OK)
-        LOG_AT(LOG_WARN, "redirect", "click queue full: engagement on /%s dropped", e.code);
+    (void)storage_engagement_push(w->app->storage, &e);
 }
 
 int redirect_handle(worker_t *w, h2o_req_t *req, const char *code, size_t code_len)
@@ -326,11 +330,10 @@ int redirect_serve(worker_t *w, h2o_req_t *req, const char *code, size_t code_le
     size_t location_len = parse_redirect_target(link.long_url.ptr, link.long_url.len, query,
                                                 query_len, location, cap, &is_qr);
     int status = link.redirect_status != 0 ? link.redirect_status : w->app->cfg->redirect_status;
-    h2o_iovec_t passed =
-        location_len > 0 ? passed_params(&link, location, location_len) : h2o_iovec_init(NULL, 0);
-    storage_reader_end(w->reader);
-    if (location_len == 0)
+    if (location_len == 0) {
+        storage_reader_end(w->reader);
         return send_not_found(w, req);
+    }
 
     /* The QR marker makes a plain click a scan; a bio tap stays a bio tap. */
     if (is_qr && kind == STORAGE_KIND_CLICK)
@@ -338,7 +341,8 @@ int redirect_serve(worker_t *w, h2o_req_t *req, const char *code, size_t code_le
     if (head)
         worker_count(&w->metrics.head_requests);
     else
-        record(w, req, code, code_len, kind, referrer, passed);
+        record(w, req, &link, kind, referrer, passed_params(&link, location, location_len));
+    storage_reader_end(w->reader);
     worker_count(&w->metrics.redirects[status_slot(status)]);
 
     req->res.status = status;

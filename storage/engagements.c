@@ -336,14 +336,18 @@ static void counters_collect(storage_t *s, const storage_engagement_t *e)
 int storage__engagement_store(storage_txn_t *txn, storage_engagement_t *e)
 {
     storage_t *s = txn->s;
-    storage_link_t link;
     uint8_t key[8];
-    int rc = storage_link_get(txn, e->code, strlen(e->code), &link);
+    int rc;
 
-    if (rc != STORAGE_OK)
-        return rc;
-    memcpy(e->group_guid, link.group_guid, sizeof(e->group_guid));
-    e->long_url = link.long_url;
+    /* Clicks from the redirect path carry their link as served; anything else
+     * takes it from the link now. */
+    if (e->group_guid[0] == '\0' || e->long_url.len == 0) {
+        storage_link_t link;
+        if ((rc = storage_link_get(txn, e->code, strlen(e->code), &link)) != STORAGE_OK)
+            return rc;
+        memcpy(e->group_guid, link.group_guid, sizeof(e->group_guid));
+        e->long_url = link.long_url;
+    }
 
     /* Encode before the put: what mdb_get returned is only valid until the next
      * update in this transaction. */

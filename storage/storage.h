@@ -160,9 +160,13 @@ typedef struct storage_engagement {
     char referrer[STORAGE_REFERRER_MAX + 1]; /* host, or "direct" */
     storage_bytes_t query;                   /* forwarded query without '?'; pushed: the caller's
                                                 bytes, copied (up to STORAGE_QUERY_MAX); read: borrowed */
-    /* Filled in by the writer from the link at commit time; ignored on push. */
+    /* The link's group and long URL when the click was served. A pusher that
+     * has the link (the redirect path) gives both and they are recorded as
+     * given, sparing the writer a second lookup; with either left empty (or
+     * too long to queue beside the query) the writer takes them from the link
+     * at commit time, and a link deleted by then makes the engagement unknown. */
     char group_guid[STORAGE_GUID_LEN + 1];
-    storage_bytes_t long_url; /* read: borrowed */
+    storage_bytes_t long_url; /* pushed: copied when it fits; read: borrowed */
 } storage_engagement_t;
 
 /* The names used in counters, metrics and webhook bodies: "click", "qr_scan",

@@ -63,7 +63,9 @@ typedef struct queued_engagement {
     char country[3];
     char code[STORAGE_CODE_MAX + 1];
     char referrer[STORAGE_REFERRER_MAX + 1];
+    char group_guid[STORAGE_GUID_LEN + 1]; /* "" when the writer looks the link up */
     uint16_t query_len;
+    uint16_t url_len; /* the long URL, after the query in the slot's bytes; 0: look it up */
 } queued_engagement_t;
 
 typedef struct storage_job storage_job_t;
@@ -79,7 +81,7 @@ struct storage {
 
     /* Engagement ring: bounded, multi-producer, single consumer (the writer). */
     queued_engagement_t *slots;
-    char *queries; /* capacity * STORAGE_QUERY_MAX bytes */
+    char *queries; /* capacity * STORAGE_QUERY_MAX bytes: each slot's query, then long URL */
     size_t mask;
     _Atomic size_t enqueue_pos;
     _Atomic size_t dequeue_pos; /* written by the writer only; atomic for stats */
@@ -104,7 +106,7 @@ struct storage {
     size_t batch_times_len;
     size_t counters_pending;    /* engagements counted in memory, not yet written */
     uint64_t counters_since_us; /* monotonic time of the oldest of them */
-    char *scratch_query;        /* STORAGE_QUERY_MAX bytes */
+    char *scratch_query;        /* STORAGE_QUERY_MAX bytes: a popped slot's query and URL */
     char *scratch_record;       /* one encoded engagement, allocated on first use */
 
     /* Statistics, read by any thread. */

@@ -135,7 +135,10 @@ static int push_validate(const storage_engagement_t *e)
 
     if (code_len == 0 || code_len > STORAGE_CODE_MAX ||
         strnlen(e->referrer, sizeof(e->referrer)) > STORAGE_REFERRER_MAX ||
-        strnlen(e->country, sizeof(e->country)) > 2 || (e->query.len > 0 && e->query.ptr == NULL))
+        strnlen(e->country, sizeof(e->country)) > 2 ||
+        strnlen(e->group_guid, sizeof(e->group_guid)) > STORAGE_GUID_LEN ||
+        (e->query.len > 0 && e->query.ptr == NULL) ||
+        (e->long_url.len > 0 && e->long_url.ptr == NULL))
         return STORAGE_INVALID;
     return STORAGE_OK;
 }
@@ -157,8 +160,19 @@ static void fill_slot(storage_t *s, queued_engagement_t *slot, size_t pos,
     memcpy(slot->referrer, e->referrer, sizeof(slot->referrer));
     slot->referrer[STORAGE_REFERRER_MAX] = '\0';
     slot->query_len = (uint16_t)qlen;
+    char *bytes = s->queries + (pos & s->mask) * STORAGE_QUERY_MAX;
     if (qlen > 0)
-        memcpy(s->queries + (pos & s->mask) * STORAGE_QUERY_MAX, e->query.ptr, qlen);
+        memcpy(bytes, e->query.ptr, qlen);
+    /* The link as served, when it came with the click and fits beside the query. */
+    slot->url_len = 0;
+    slot->group_guid[0] = '\0';
+    if (e->group_guid[0] != '\0' && e->long_url.len > 0 &&
+        e->long_url.len <= STORAGE_QUERY_MAX - qlen) {
+        memcpy(bytes + qlen, e->long_url.ptr, e->long_url.len);
+        slot->url_len = (uint16_t)e->long_url.len;
+        memcpy(slot->group_guid, e->group_guid, sizeof(slot->group_guid));
+        slot->group_guid[STORAGE_GUID_LEN] = '\0';
+    }
 }
 
 int storage_engagement_push(storage_t *s, const storage_engagement_t *e)
@@ -213,9 +227,15 @@ static bool pop_engagement(storage_t *s, storage_engagement_t *e)
     memcpy(e->country, slot->country, sizeof(e->country));
     memcpy(e->code, slot->code, sizeof(e->code));
     memcpy(e->referrer, slot->referrer, sizeof(e->referrer));
-    memcpy(s->scratch_query, s->queries + (pos & s->mask) * STORAGE_QUERY_MAX, slot->query_len);
+    memcpy(s->scratch_query, s->queries + (pos & s->mask) * STORAGE_QUERY_MAX,
+           (size_t)slot->query_len + slot->url_len);
     e->query.ptr = s->scratch_query;
     e->query.len = slot->query_len;
+    if (slot->url_len > 0) {
+        memcpy(e->group_guid, slot->group_guid, sizeof(e->group_guid));
+        e->long_url.ptr = s->scratch_query + slot->query_len;
+        e->long_url.len = slot->url_len;
+    }
 
     atomic_store_explicit(&slot->seq, pos + s->mask + 1, memory_order_release);
     atomic_store_explicit(&s->dequeue_pos, pos + 1, memory_order_relaxed);
@@ -497,18 +517,34 @@ static void back_off(storage_t *s)
 
 /* ---- the writer thread ---- */
 
+/* Whether the oldest claimed slot holds an engagement the writer can take. */
+static bool head_published(storage_t *s)
+{
+    size_t pos = atomic_load_explicit(&s->dequeue_pos, memory_order_relaxed);
+    return atomic_load_explicit(&s->slots[pos & s->mask].seq, memory_order_acquire) == pos + 1;
+}
+
+/* A producer that claimed the oldest slot has not published it yet: it may
+ * have been preempted between the two, on the writer's own core. Spinning then
+ * (the writer did, committing empty groups back to back) keeps that producer
+ * off the CPU it needs to finish, so the writer sleeps this long instead. */
+#define UNPUBLISHED_WAIT_US 200u
+
 /* How long, in µs, until the oldest queued engagement has waited the flush
- * interval; 0 when it has (or the ring is empty or holds a full group). A
- * group starts only then, not as soon as the previous commit returns, so a
- * commit and its fdatasyncs cover every click of the interval. */
+ * interval; 0 when it has (or the ring holds a full group). A group starts
+ * only then, not as soon as the previous commit returns, so a commit and its
+ * fdatasyncs cover every click of the interval. */
 static uint64_t group_wait_us(storage_t *s, size_t depth)
 {
     size_t pos = atomic_load_explicit(&s->dequeue_pos, memory_order_relaxed);
     const queued_engagement_t *slot = &s->slots[pos & s->mask];
     struct timespec ts;
 
-    if (depth == 0 || depth >= s->opts.batch_max ||
-        atomic_load_explicit(&slot->seq, memory_order_acquire) != pos + 1)
+    if (depth == 0)
+        return 0;
+    if (!head_published(s))
+        return UNPUBLISHED_WAIT_US;
+    if (depth >= s->opts.batch_max)
         return 0;
     clock_gettime(CLOCK_REALTIME, &ts);
     int64_t now = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
@@ -592,8 +628,8 @@ static void *writer_main(void *arg)
         storage_job_t *jobs = take_jobs(s, job_limit, &njobs);
         bool due = counters_due(s, now_us(), quiet);
 
-        if (jobs == NULL && depth == 0 && !due) {
-            if (quiet)
+        if (jobs == NULL && !due && (depth == 0 || !head_published(s))) {
+            if (quiet && depth == 0)
                 break;
             continue;
         }

@@ -3,6 +3,7 @@
  * ring, counters, group commits of jobs, a full queue, and draining on stop.
  */
 #include "helpers.h"
+#include "storage_internal.h" /* one test claims a ring slot by hand */
 
 #include <pthread.h>
 #include <signal.h>
@@ -116,6 +117,111 @@ static int collect_seq(void *ctx, const storage_engagement_t *e)
 
     s->seq[s->n++] = e->seq;
     return 0;
+}
+
+/* The redirect path pushes the link as it served it: that group and long URL
+ * are recorded, even when the link changed or went before the commit. */
+static void storage_engagement_push_records_link_as_served(void **state)
+{
+    fixture_t *f = *state;
+    storage_reader_t *r;
+    storage_engagement_t e, got;
+    storage_stats_t st;
+    static const char served[] = "https://example.com/as-served";
+
+    assert_int_equal(add_link(f->s, "abc", "Bgroup00001", "https://example.com/now"), STORAGE_OK);
+    assert_int_equal(storage_writer_start(f->s), STORAGE_OK);
+    e = engagement("abc", T0, "FR", "direct", STORAGE_DEVICE_DESKTOP, STORAGE_KIND_CLICK, false);
+    snprintf(e.group_guid, sizeof(e.group_guid), "%s", "Bgroup00002");
+    e.long_url = (storage_bytes_t){served, strlen(served)};
+    e.query = (storage_bytes_t){"a=1", 3};
+    assert_int_equal(storage_engagement_push(f->s, &e), STORAGE_OK);
+    /* A code with no link at all: recorded as served, not counted unknown. */
+    e = engagement("gone", T0 + 1, "", "direct", 0, 0, false);
+    snprintf(e.group_guid, sizeof(e.group_guid), "%s", "Bgroup00001");
+    e.long_url = (storage_bytes_t){served, strlen(served)};
+    assert_int_equal(storage_engagement_push(f->s, &e), STORAGE_OK);
+    storage_writer_stop(f->s);
+
+    storage_get_stats(f->s, &st);
+    assert_int_equal(st.engagements_recorded, 2);
+    assert_int_equal(st.engagements_unknown, 0);
+    assert_int_equal(storage_reader_open(f->s, &r), STORAGE_OK);
+    storage_txn_t *txn = storage_reader_begin(r);
+    assert_int_equal(storage_engagement_get(txn, 1, &got), STORAGE_OK);
+    assert_string_equal(got.group_guid, "Bgroup00002");
+    assert_int_equal(got.long_url.len, strlen(served));
+    assert_memory_equal(got.long_url.ptr, served, got.long_url.len);
+    assert_int_equal(got.query.len, 3);
+    assert_memory_equal(got.query.ptr, "a=1", 3);
+    assert_int_equal(storage_engagement_get(txn, 2, &got), STORAGE_OK);
+    assert_string_equal(got.code, "gone");
+    assert_string_equal(got.group_guid, "Bgroup00001");
+    storage_reader_end(r);
+    storage_reader_close(r);
+}
+
+/* A long URL that does not fit beside the query in the ring is looked up by
+ * the writer instead, so the record still holds the link's own. */
+static void storage_engagement_push_long_url_looked_up(void **state)
+{
+    fixture_t *f = *state;
+    storage_reader_t *r;
+    storage_engagement_t e, got;
+    static char query[STORAGE_QUERY_MAX], url[STORAGE_QUERY_MAX];
+
+    memset(query, 'q', sizeof(query));
+    memcpy(url, "https://example.com/", 20);
+    memset(url + 20, 'u', sizeof(url) - 20);
+    assert_int_equal(add_link(f->s, "abc", "Bgroup00001", "https://example.com/own"), STORAGE_OK);
+    assert_int_equal(storage_writer_start(f->s), STORAGE_OK);
+    e = engagement("abc", T0, "", "direct", 0, 0, false);
+    snprintf(e.group_guid, sizeof(e.group_guid), "%s", "Bgroup00002");
+    e.long_url = (storage_bytes_t){url, sizeof(url)};
+    e.query = (storage_bytes_t){query, 100};
+    assert_int_equal(storage_engagement_push(f->s, &e), STORAGE_OK);
+    storage_writer_stop(f->s);
+
+    assert_int_equal(storage_reader_open(f->s, &r), STORAGE_OK);
+    storage_txn_t *txn = storage_reader_begin(r);
+    assert_int_equal(storage_engagement_get(txn, 1, &got), STORAGE_OK);
+    assert_string_equal(got.group_guid, "Bgroup00001");
+    assert_int_equal(got.long_url.len, strlen("https://example.com/own"));
+    assert_int_equal(got.query.len, 100);
+    storage_reader_end(r);
+    storage_reader_close(r);
+}
+
+/* A producer preempted between claiming a slot and publishing it: the writer
+ * must wait for it, not commit empty groups back to back (it did, and on a
+ * shared core that kept the producer from running). */
+static void storage_writer_waits_for_unpublished_slot(void **state)
+{
+    fixture_t *f = *state;
+    storage_stats_t before, after;
+
+    assert_int_equal(add_link(f->s, "abc", "Bgroup00001", "https://example.com/x"), STORAGE_OK);
+    assert_int_equal(storage_writer_start(f->s), STORAGE_OK);
+    usleep(20000);
+    storage_get_stats(f->s, &before);
+    size_t pos = atomic_fetch_add(&f->s->enqueue_pos, 1); /* claimed, not published */
+    usleep(100000);
+    storage_get_stats(f->s, &after);
+    assert_true(after.commits - before.commits <= 2);
+
+    queued_engagement_t *slot = &f->s->slots[pos & f->s->mask];
+    memset(slot->code, 0, sizeof(slot->code));
+    memcpy(slot->code, "abc", 3);
+    slot->time_us = T0;
+    slot->query_len = 0;
+    slot->url_len = 0;
+    slot->group_guid[0] = '\0';
+    slot->referrer[0] = '\0';
+    slot->country[0] = '\0';
+    atomic_store(&slot->seq, pos + 1);
+    storage_writer_stop(f->s);
+    storage_get_stats(f->s, &after);
+    assert_int_equal(after.engagements_recorded, 1);
 }
 
 static void push_n(storage_t *s, const char *code, int n)
@@ -741,6 +847,12 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(storage_engagement_push_committed_with_link),
+        cmocka_unit_test_setup_teardown(storage_engagement_push_records_link_as_served,
+                                        fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(storage_engagement_push_long_url_looked_up, fixture_setup,
+                                        fixture_teardown),
+        cmocka_unit_test_setup_teardown(storage_writer_waits_for_unpublished_slot, fixture_setup,
+                                        fixture_teardown),
         cmocka_unit_test_setup_teardown(storage_engagement_seq_continues_after_reopen,
                                         fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(storage_engagement_push_invalid, fixture_setup,
