@@ -41,6 +41,7 @@ typedef struct worker_metrics {
     atomic_ulong head_requests;
     atomic_ulong bots;
     atomic_ulong no_country;
+    atomic_ulong backlog_pauses; /* redirects that paused for the writer */
 } worker_metrics_t;
 
 /* Adds one to a counter of the calling worker's own worker_metrics_t. */

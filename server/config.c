@@ -31,6 +31,7 @@ enum {
     OPT_FLUSH_INTERVAL_MS,
     OPT_MAP_SIZE_MB,
     OPT_QUEUE_CAPACITY,
+    OPT_NO_WARM,
     OPT_RETRY_DELAYS,
     OPT_CONNECT_TIMEOUT,
     OPT_TIMEOUT,
@@ -77,6 +78,8 @@ static const flag_t flags[] = {
     {"map-size-mb", OPT_MAP_SIZE_MB, true, "LMDB map size in MiB (65536, sparse)"},
     {"queue-capacity", OPT_QUEUE_CAPACITY, true,
      "clicks waiting for the writer before new ones are dropped and counted (65536)"},
+    {"no-warm", OPT_NO_WARM, false,
+     "do not map the whole store into memory in the background at start"},
     {"webhook-retry-delays", OPT_RETRY_DELAYS, true,
      "seconds before each retry, comma-separated (5,300,1800,7200,18000,36000,36000)"},
     {"webhook-connect-timeout-ms", OPT_CONNECT_TIMEOUT, true, "webhook connect timeout (5000)"},
@@ -241,6 +244,9 @@ static int apply(config_t *cfg, int id, const char *v, char *err, size_t errlen)
     case OPT_GEOIP_OPTIONAL:
         cfg->geoip_optional = true;
         return 0;
+    case OPT_NO_WARM:
+        cfg->warm = false;
+        return 0;
     case OPT_PUBLIC_URL:
         if (!copy_str(cfg->public_url, sizeof(cfg->public_url), v))
             return fail(err, errlen, "--public-url %s: too long", v);
@@ -353,6 +359,7 @@ static void set_defaults(config_t *cfg)
     cfg->workers = cores > 0 && cores < 256 ? (unsigned)cores : 1;
     cfg->flush_interval_ms = 2;
     cfg->queue_capacity = 65536;
+    cfg->warm = true;
     cfg->map_size = (size_t)64 << 30;
     /* Well above the longest long_url (PARSE_URL_MAX, 96 KiB when written
      * all in \u escapes), so that a URL past its limit is told so by a 400

@@ -48,6 +48,7 @@ typedef struct config {
     unsigned workers;
     unsigned flush_interval_ms;
     unsigned queue_capacity; /* click ring slots */
+    bool warm;               /* map the store into memory in the background at start */
     size_t map_size;
     uint32_t retry_delays_s[CONFIG_MAX_RETRIES];
     size_t n_retry_delays; /* 0: the dispatcher's default schedule */

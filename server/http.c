@@ -166,6 +166,23 @@ static void stop_listener(h2o_socket_t *listener)
     }
 }
 
+static bool warm_keep_going(void *ctx)
+{
+    return !((app_t *)ctx)->stopping;
+}
+
+/* Maps the store in while the workers already serve: a lookup that comes
+ * first faults its own pages in, as it would without this thread. */
+static void *warm_main(void *arg)
+{
+    app_t *app = arg;
+    uint64_t bytes = storage_warm(app->storage, warm_keep_going, app);
+
+    log_msg(LOG_INFO, "storage", "%s %llu MiB of the store mapped into memory",
+            app->stopping ? "stopped after" : "warm:", (unsigned long long)(bytes >> 20));
+    return NULL;
+}
+
 static void *worker_main(void *arg)
 {
     worker_t *w = arg;
@@ -466,6 +483,8 @@ int server_run(const config_t *cfg)
     char err[512];
     int status = 1;
     unsigned started = 0;
+    pthread_t warm_thread;
+    bool warming = false;
 
     app.cfg = cfg;
     the_app = &app;
@@ -509,6 +528,8 @@ int server_run(const config_t *cfg)
     if (d == NULL)
         goto out;
     atomic_store(&app.dispatcher, d);
+    if (cfg->warm && pthread_create(&warm_thread, NULL, warm_main, &app) == 0)
+        warming = true;
 
     setup_h2o(&app);
     if (cfg->tls_host[0] != '\0' && (app.tls = open_tls(cfg)) == NULL)
@@ -551,6 +572,8 @@ stop:
         app.stopping = 1;
     for (unsigned i = 0; i < started; i++)
         pthread_join(workers[i].thread, NULL);
+    if (warming)
+        pthread_join(warm_thread, NULL);
     log_msg(LOG_INFO, "http", "stopping: draining the click queue and webhook deliveries");
     /* The writer outlives the dispatcher so the outcomes of its last attempts
      * are stored. */

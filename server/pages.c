@@ -164,7 +164,7 @@ static size_t click_to_commit(char *buf, size_t cap, size_t n, const storage_sta
  * counter is written by that worker alone, so a scrape reads each once. */
 static void sum_workers(const app_t *app, worker_metrics_t *out)
 {
-    unsigned long r[4] = {0}, not_found = 0, head = 0, bots = 0, no_country = 0;
+    unsigned long r[4] = {0}, not_found = 0, head = 0, bots = 0, no_country = 0, pauses = 0;
 
     for (unsigned i = 0; i < app->n_workers; i++) {
         worker_metrics_t *m = &app->workers[i].metrics;
@@ -174,6 +174,7 @@ static void sum_workers(const app_t *app, worker_metrics_t *out)
         head += atomic_load_explicit(&m->head_requests, memory_order_relaxed);
         bots += atomic_load_explicit(&m->bots, memory_order_relaxed);
         no_country += atomic_load_explicit(&m->no_country, memory_order_relaxed);
+        pauses += atomic_load_explicit(&m->backlog_pauses, memory_order_relaxed);
     }
     for (int k = 0; k < 4; k++)
         atomic_init(&out->redirects[k], r[k]);
@@ -181,6 +182,7 @@ static void sum_workers(const app_t *app, worker_metrics_t *out)
     atomic_init(&out->head_requests, head);
     atomic_init(&out->bots, bots);
     atomic_init(&out->no_country, no_country);
+    atomic_init(&out->backlog_pauses, pauses);
 }
 
 /* A family of one unlabelled sample. */
@@ -219,6 +221,10 @@ int metrics_handle(worker_t *w, h2o_req_t *req)
     n = put_one(buf, cap, n, "shortlinkd_geoip_no_country_total", "counter",
                 "Visitor addresses the GeoIP database has no country for.",
                 atomic_load(&wm.no_country));
+    n = put_one(buf, cap, n, "shortlinkd_backlog_pauses_total", "counter",
+                "Redirects that paused because more than half the click queue waited for the "
+                "writer.",
+                atomic_load(&wm.backlog_pauses));
     n = put_one(buf, cap, n, "shortlinkd_api_requests_total", "counter", "API requests.",
                 atomic_load(&m->api_requests));
     n = put_one(buf, cap, n, "shortlinkd_engagements_recorded_total", "counter",
@@ -237,6 +243,11 @@ int metrics_handle(worker_t *w, h2o_req_t *req)
                 "Bytes of the LMDB map in use.", st.map_used);
     n = put_one(buf, cap, n, "shortlinkd_lmdb_map_size_bytes", "gauge", "Size of the LMDB map.",
                 st.map_size);
+    n = put_one(buf, cap, n, "shortlinkd_store_warm_bytes", "gauge",
+                "Bytes of the store mapped into memory by the start-up warm-up.", st.warm_bytes);
+    n = put_one(buf, cap, n, "shortlinkd_store_warm_done", "gauge",
+                "1 once the start-up warm-up has finished (0 while it runs or with --no-warm).",
+                st.warm_done ? 1 : 0);
     n = click_to_commit(buf, cap, n, &st);
     n = webhook_metrics(w->app, buf, cap, n);
     if (n > cap)

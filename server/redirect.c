@@ -7,6 +7,7 @@
  */
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "app.h"
 #include "parse.h"
@@ -261,6 +262,8 @@ static h2o_iovec_t passed_params(const storage_link_t *link, const char *locatio
  * transaction, so the writer need not look it up again). A full queue is
  * counted in the storage statistics and logged once a second by the server,
  * not once per click. */
+#define BACKLOG_PAUSE_NS 50000L
+
 static void record(worker_t *w, h2o_req_t *req, const storage_link_t *link, storage_kind_t kind,
                    const char *referrer, h2o_iovec_t passed)
 {
@@ -289,6 +292,15 @@ static void record(worker_t *w, h2o_req_t *req, const storage_link_t *link, stor
     if (e.bot)
         worker_count(&w->metrics.bots);
     (void)storage_engagement_push(w->app->storage, &e);
+    /* Backpressure: with the writer behind (a burst, or counters spread over
+     * millions of links), this worker pauses a moment after each click, which
+     * slows the clicks down and leaves the core to the writer, instead of
+     * letting the queue fill and drop them. */
+    if (storage_engagement_backlogged(w->app->storage)) {
+        struct timespec pause = {0, BACKLOG_PAUSE_NS};
+        worker_count(&w->metrics.backlog_pauses);
+        nanosleep(&pause, NULL);
+    }
 }
 
 int redirect_handle(worker_t *w, h2o_req_t *req, const char *code, size_t code_len)

@@ -15,13 +15,19 @@
  *   those of "abc". value = version + count (u64). The minute facet's value
  *   is one byte, the minute within the hour.
  *
- * Counters trail the engagement log. Each click adds to an in-memory table
- * (one entry per key), and the writer writes the table out every so often in
- * the transaction of a group commit, with meta's "storage.counters_seq" set to
- * the last engagement counted. Writing them with every group rewrote the same
- * counter pages hundreds of times a second. After a crash the engagements past
- * the mark are counted again when the writer starts, so counters always end up
- * equal to what the log holds.
+ * Counters trail the engagement log. Each click adds to an in-memory batch
+ * (per link and hour: total, minute, device, kind; per key: country,
+ * referrer). Every so often the writer seals the batch (folds and sorts it)
+ * and writes it in key order, a slice per group commit, while a second batch
+ * gathers the clicks that follow. Meta's "storage.counters_seq" is the last
+ * engagement the counters hold; while a sealed batch is part written,
+ * "storage.counters_progress" says which engagements it counts and the last
+ * key written. After a crash the writer gathers the sealed batch again from
+ * the log, writes only the keys past that one, then counts the engagements
+ * after it again, so counters always end up equal to what the log holds.
+ * Writing the counters with every group rewrote the same pages hundreds of
+ * times a second; writing a whole batch in one group stalled clicks behind
+ * it when the batch spanned thousands of links.
  *
  * TODO: retention (DESIGN.md §3) is not implemented: raw engagements and the
  * delivery log grow until a pruning job deletes old keys. The sequence survives
@@ -31,8 +37,15 @@
 
 #include <stdlib.h>
 
-#define COUNTER_KEY_MAX       (4 + 1 + STORAGE_CODE_MAX + 1 + STORAGE_REFERRER_MAX)
-#define FACETS_PER_ENGAGEMENT 6
+#define COUNTER_KEY_MAX (4 + 1 + STORAGE_CODE_MAX + 1 + STORAGE_REFERRER_MAX)
+#define PREFIX_MAX      (4 + 1 + STORAGE_CODE_MAX)
+#define DEVICES         5 /* STORAGE_DEVICE_OTHER .. STORAGE_DEVICE_BOT */
+#define KINDS           3 /* STORAGE_KIND_CLICK .. STORAGE_KIND_BIO_CLICK */
+/* Keys a click can add to the keyed table, at most: its country, referrer and
+ * a minute set aside when its link's running minute changes, and at a flush
+ * the link's total, minute, devices and kinds, which for a link of c clicks
+ * are at most 2 + min(5, c) + min(3, c) <= 4c keys. */
+#define KEYS_PER_ENGAGEMENT 7
 
 /* 32 bytes, the key itself in the batch's arena: with the key inline (up to
  * 325 bytes) a flush's few thousand entries spread over megabytes and each
@@ -45,6 +58,20 @@ struct counter_entry {
 };
 typedef struct counter_entry counter_entry_t;
 
+/* One link in one hour: the facets with a handful of values (total, device,
+ * kind) and the running minute are counted here, so a click costs one probe
+ * for them instead of one per facet. */
+typedef struct link_counts {
+    uint64_t hash;
+    const uint8_t *prefix; /* hour + code length + code, plen bytes in the arena */
+    uint8_t plen;
+    uint8_t minute; /* the minute minute_count counts */
+    uint32_t minute_count;
+    uint32_t total;
+    uint32_t device[DEVICES];
+    uint32_t kind[KINDS];
+} link_counts_t;
+
 /* An entry to sort, with the first 16 bytes of its key big-endian in two words,
  * so most comparisons settle without following the pointer. */
 typedef struct counter_order {
@@ -52,21 +79,24 @@ typedef struct counter_order {
     counter_entry_t *c;
 } counter_order_t;
 
-/* A group's counter increments, one entry per distinct key: an open-addressing
- * table of entry numbers over an array of entries, so a click adds to the
- * entries it shares with earlier clicks of the group instead of appending. */
+/* Counter increments gathered in memory, in two open-addressing tables of
+ * entry numbers: links (per hour and code) and keys (per hour, code, facet and
+ * value: countries, referrers, minutes). Sealing folds the links into the
+ * keyed table and sorts it for writing. Nothing is ever taken back out: when
+ * a group does not commit, the writer gathers everything again from the
+ * engagement log (storage__counters_restore). */
 struct counter_batch {
     size_t n, cap;
     size_t mask;
     uint32_t *table; /* entry number + 1; 0 is empty */
     counter_entry_t *entries;
-    uint8_t *keys; /* the entries' keys, back to back */
-    size_t keys_len;
+    size_t nlinks, links_cap;
+    size_t links_mask;
+    uint32_t *links_table; /* link number + 1; 0 is empty */
+    link_counts_t *links;
+    uint8_t *keys; /* the keys and link prefixes, back to back */
+    size_t keys_len, keys_cap;
     counter_order_t *order; /* entries sorted by key, for the writes */
-    /* The entries the open group added to, so a group that does not commit
-     * can take its clicks back out (an entry left at 0 is skipped). */
-    uint32_t *undo;
-    size_t undo_len, undo_cap;
 };
 
 #define ENGAGEMENT_FIXED (1 + 16 + 8 + 3 + 2 + STORAGE_GUID_LEN + 1 + 1 + 2 + 4)
@@ -74,22 +104,31 @@ struct counter_batch {
     (ENGAGEMENT_FIXED + STORAGE_CODE_MAX + STORAGE_REFERRER_MAX + STORAGE_QUERY_MAX +              \
      STORAGE_URL_MAX)
 
-counter_batch_t *storage__counters_new(size_t max_engagements, size_t per_group)
+static size_t table_slots(size_t cap)
+{
+    size_t slots = 1;
+
+    while (slots < cap * 2)
+        slots <<= 1;
+    return slots;
+}
+
+counter_batch_t *storage__counters_new(size_t max_engagements)
 {
     counter_batch_t *b = xcalloc(1, sizeof(*b));
-    size_t slots = 1;
 
     /* calloc'd arrays this size are fresh zero pages: only what a workload
      * touches becomes resident. */
-    b->cap = max_engagements * FACETS_PER_ENGAGEMENT;
-    b->undo_cap = per_group * FACETS_PER_ENGAGEMENT;
-    b->undo = xcalloc(b->undo_cap, sizeof(*b->undo));
-    while (slots < b->cap * 2)
-        slots <<= 1;
-    b->mask = slots - 1;
-    b->table = xcalloc(slots, sizeof(*b->table));
+    b->cap = max_engagements * KEYS_PER_ENGAGEMENT;
+    b->mask = table_slots(b->cap) - 1;
+    b->table = xcalloc(b->mask + 1, sizeof(*b->table));
     b->entries = xcalloc(b->cap, sizeof(*b->entries));
-    b->keys = xcalloc(b->cap, COUNTER_KEY_MAX);
+    b->links_cap = max_engagements;
+    b->links_mask = table_slots(b->links_cap) - 1;
+    b->links_table = xcalloc(b->links_mask + 1, sizeof(*b->links_table));
+    b->links = xcalloc(b->links_cap, sizeof(*b->links));
+    b->keys_cap = b->cap * COUNTER_KEY_MAX + b->links_cap * PREFIX_MAX;
+    b->keys = xcalloc(b->keys_cap, 1);
     b->order = xcalloc(b->cap, sizeof(*b->order));
     return b;
 }
@@ -100,35 +139,22 @@ void storage__counters_free(counter_batch_t *b)
         return;
     free(b->table);
     free(b->entries);
+    free(b->links_table);
+    free(b->links);
     free(b->keys);
     free(b->order);
-    free(b->undo);
     free(b);
 }
 
-void storage__counters_reset(storage_t *s)
+void storage__counters_reset(counter_batch_t *b)
 {
-    counter_batch_t *b = s->counters;
-
     if (b->n > 0)
         memset(b->table, 0, (b->mask + 1) * sizeof(*b->table));
+    if (b->nlinks > 0)
+        memset(b->links_table, 0, (b->links_mask + 1) * sizeof(*b->links_table));
     b->n = 0;
+    b->nlinks = 0;
     b->keys_len = 0;
-    b->undo_len = 0;
-}
-
-void storage__counters_group_begin(storage_t *s)
-{
-    s->counters->undo_len = 0;
-}
-
-void storage__counters_group_undo(storage_t *s)
-{
-    counter_batch_t *b = s->counters;
-
-    for (size_t i = 0; i < b->undo_len; i++)
-        b->entries[b->undo[i]].count--;
-    b->undo_len = 0;
 }
 
 const char *storage_device_name(uint8_t device)
@@ -263,8 +289,20 @@ static uint64_t key_word(const uint8_t *key, size_t klen, size_t at)
     return (uint64_t)get_be32(b) << 32 | get_be32(b + 4);
 }
 
-static void counter_add(counter_batch_t *b, const uint8_t *prefix, size_t plen, uint8_t facet,
-                        const void *value, size_t vlen)
+/* Copies n bytes into the batch's arena. The tables hold at most their
+ * capacity of keys, and the arena room for each at its longest. */
+static const uint8_t *arena_copy(counter_batch_t *b, const uint8_t *p, size_t n)
+{
+    if (b->keys_len + n > b->keys_cap)
+        abort();
+    uint8_t *at = b->keys + b->keys_len;
+    memcpy(at, p, n);
+    b->keys_len += n;
+    return at;
+}
+
+static void counter_add_n(counter_batch_t *b, const uint8_t *prefix, size_t plen, uint8_t facet,
+                          const void *value, size_t vlen, uint64_t count)
 {
     uint8_t key[COUNTER_KEY_MAX];
     size_t klen = plen + 1 + vlen;
@@ -277,44 +315,62 @@ static void counter_add(counter_batch_t *b, const uint8_t *prefix, size_t plen, 
     for (size_t i = h & b->mask;; i = (i + 1) & b->mask) {
         uint32_t at = b->table[i];
         if (at == 0) {
-            /* The table holds FACETS_PER_ENGAGEMENT entries per engagement, and
-             * the writer never stores more than batch_max in a group. */
-            if (b->n >= b->cap || b->undo_len >= b->undo_cap)
+            /* The writer flushes before more engagements are pending than the
+             * batch was made for, so the table cannot fill. */
+            if (b->n >= b->cap)
                 abort();
             counter_entry_t *c = &b->entries[b->n];
-            c->count = 1;
+            c->count = count;
             c->hash = h;
             c->klen = (uint16_t)klen;
-            c->key = b->keys + b->keys_len;
-            memcpy(b->keys + b->keys_len, key, klen);
-            b->keys_len += klen;
-            b->undo[b->undo_len++] = (uint32_t)b->n;
+            c->key = arena_copy(b, key, klen);
             b->table[i] = (uint32_t)++b->n;
             return;
         }
         counter_entry_t *c = &b->entries[at - 1];
         if (c->hash == h && c->klen == klen && memcmp(c->key, key, klen) == 0) {
-            if (b->undo_len >= b->undo_cap)
-                abort();
-            b->undo[b->undo_len++] = at - 1;
-            c->count++;
+            c->count += count;
             return;
         }
     }
 }
 
 static void counter_add_string(counter_batch_t *b, const uint8_t *prefix, size_t plen,
-                               uint8_t facet, const char *value)
+                               uint8_t facet, const char *value, uint64_t count)
 {
-    counter_add(b, prefix, plen, facet, value, strlen(value));
+    counter_add_n(b, prefix, plen, facet, value, strlen(value), count);
 }
 
-static void counters_collect(storage_t *s, const storage_engagement_t *e)
+/* The link's counts for the hour the prefix names, made on first use. */
+static link_counts_t *link_counts(counter_batch_t *b, const uint8_t *prefix, size_t plen)
+{
+    uint64_t h = key_hash(prefix, plen);
+
+    for (size_t i = h & b->links_mask;; i = (i + 1) & b->links_mask) {
+        uint32_t at = b->links_table[i];
+        if (at == 0) {
+            if (b->nlinks >= b->links_cap)
+                abort();
+            link_counts_t *l = &b->links[b->nlinks];
+            memset(l, 0, sizeof(*l));
+            l->hash = h;
+            l->plen = (uint8_t)plen;
+            l->prefix = arena_copy(b, prefix, plen);
+            b->links_table[i] = (uint32_t)++b->nlinks;
+            return l;
+        }
+        link_counts_t *l = &b->links[at - 1];
+        if (l->hash == h && l->plen == plen && memcmp(l->prefix, prefix, plen) == 0)
+            return l;
+    }
+}
+
+static void counters_collect(counter_batch_t *b, const storage_engagement_t *e)
 {
     int64_t t = e->time_us > 0 ? e->time_us : 0;
     uint32_t hour = (uint32_t)(t / INT64_C(3600000000));
     uint8_t minute = (uint8_t)(t / INT64_C(60000000) % 60);
-    uint8_t prefix[4 + 1 + STORAGE_CODE_MAX];
+    uint8_t prefix[PREFIX_MAX];
     size_t code_len = strlen(e->code);
 
     /* Bots are redirected and logged, but a crawler's preview is not a click. */
@@ -324,13 +380,47 @@ static void counters_collect(storage_t *s, const storage_engagement_t *e)
     prefix[4] = (uint8_t)code_len;
     memcpy(prefix + 5, e->code, code_len);
     size_t plen = 5 + code_len;
-    counter_add(s->counters, prefix, plen, STORAGE_FACET_TOTAL, "", 0);
-    counter_add(s->counters, prefix, plen, STORAGE_FACET_MINUTE, &minute, 1);
-    counter_add_string(s->counters, prefix, plen, STORAGE_FACET_COUNTRY, e->country);
-    counter_add_string(s->counters, prefix, plen, STORAGE_FACET_REFERRER, e->referrer);
-    counter_add_string(s->counters, prefix, plen, STORAGE_FACET_DEVICE,
-                       storage_device_name(e->device));
-    counter_add_string(s->counters, prefix, plen, STORAGE_FACET_KIND, storage_kind_name(e->kind));
+
+    link_counts_t *l = link_counts(b, prefix, plen);
+    if (l->minute_count > 0 && l->minute != minute) {
+        /* Clicks of one link in one flush are nearly always in one minute;
+         * when the minute moves on, the last one's count is set aside. */
+        counter_add_n(b, prefix, plen, STORAGE_FACET_MINUTE, &l->minute, 1, l->minute_count);
+        l->minute_count = 0;
+    }
+    l->minute = minute;
+    l->minute_count++;
+    l->total++;
+    /* Unknown values count under the name the readers get for them: "other"
+     * for a device, "click" for a kind. */
+    l->device[e->device < DEVICES ? e->device : STORAGE_DEVICE_OTHER]++;
+    l->kind[e->kind < KINDS ? e->kind : STORAGE_KIND_CLICK]++;
+    counter_add_string(b, prefix, plen, STORAGE_FACET_COUNTRY, e->country, 1);
+    counter_add_string(b, prefix, plen, STORAGE_FACET_REFERRER, e->referrer, 1);
+}
+
+/* Turns the per-link counts into keyed increments, ready to sort. */
+static void counters_fold_links(counter_batch_t *b)
+{
+    for (size_t i = 0; i < b->nlinks; i++) {
+        link_counts_t *l = &b->links[i];
+        if (l->total == 0)
+            continue;
+        counter_add_n(b, l->prefix, l->plen, STORAGE_FACET_TOTAL, "", 0, l->total);
+        if (l->minute_count > 0)
+            counter_add_n(b, l->prefix, l->plen, STORAGE_FACET_MINUTE, &l->minute, 1,
+                          l->minute_count);
+        for (uint8_t d = 0; d < DEVICES; d++) {
+            if (l->device[d] > 0)
+                counter_add_string(b, l->prefix, l->plen, STORAGE_FACET_DEVICE,
+                                   storage_device_name(d), l->device[d]);
+        }
+        for (uint8_t k = 0; k < KINDS; k++) {
+            if (l->kind[k] > 0)
+                counter_add_string(b, l->prefix, l->plen, STORAGE_FACET_KIND, storage_kind_name(k),
+                                   l->kind[k]);
+        }
+    }
 }
 
 int storage__engagement_store(storage_txn_t *txn, storage_engagement_t *e)
@@ -362,8 +452,18 @@ int storage__engagement_store(storage_txn_t *txn, storage_engagement_t *e)
     rc = mdb_put(txn->txn, s->dbi[DB_ENGAGEMENTS], &k, &v, MDB_APPEND);
     if (rc != 0)
         return storage__fail(rc, "append to", "engagements");
-    counters_collect(s, e);
+    counters_collect(s->counters, e);
     return STORAGE_OK;
+}
+
+/* memcmp order, shorter first on a tie: LMDB's order for these keys. */
+static int key_cmp(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen)
+{
+    int c = memcmp(a, b, alen < blen ? alen : blen);
+
+    if (c != 0)
+        return c;
+    return alen < blen ? -1 : alen > blen ? 1 : 0;
 }
 
 static int counter_cmp(const void *a, const void *b)
@@ -374,13 +474,7 @@ static int counter_cmp(const void *a, const void *b)
         return p->k0 < q->k0 ? -1 : 1;
     if (p->k1 != q->k1)
         return p->k1 < q->k1 ? -1 : 1;
-    const counter_entry_t *x = p->c, *y = q->c;
-    size_t n = x->klen < y->klen ? x->klen : y->klen;
-    int c = memcmp(x->key, y->key, n);
-
-    if (c != 0)
-        return c;
-    return (int)x->klen - (int)y->klen;
+    return key_cmp(p->c->key, p->c->klen, q->c->key, q->c->klen);
 }
 
 /* One descent per counter: the cursor finds the key and overwrites the value in
@@ -412,46 +506,112 @@ static int counter_increment(MDB_cursor *cur, const counter_entry_t *c)
     return rc == 0 ? STORAGE_OK : storage__fail(rc, "update", "counters");
 }
 
+size_t storage__counters_seal(counter_batch_t *b)
+{
+    counters_fold_links(b);
+    /* Zero padding sorts a key before its extensions, as memcmp order does. */
+    for (size_t i = 0; i < b->n; i++) {
+        counter_entry_t *c = &b->entries[i];
+        b->order[i] =
+            (counter_order_t){key_word(c->key, c->klen, 0), key_word(c->key, c->klen, 8), c};
+    }
+    qsort(b->order, b->n, sizeof(*b->order), counter_cmp);
+    return b->n;
+}
+
+size_t storage__counters_keys(const counter_batch_t *b)
+{
+    return b->n;
+}
+
+int storage__counters_write(storage_txn_t *txn, const counter_batch_t *b, size_t *pos, size_t limit)
+{
+    MDB_cursor *cur;
+    size_t end = b->n - *pos > limit ? *pos + limit : b->n;
+    int ret = STORAGE_OK, rc;
+
+    if (*pos >= b->n)
+        return STORAGE_OK;
+    /* Writing in key order touches each page once and keeps the cursor close
+     * to its next key. */
+    if ((rc = mdb_cursor_open(txn->txn, txn->s->dbi[DB_COUNTERS], &cur)) != 0)
+        return storage__fail(rc, "open a cursor on", "counters");
+    for (size_t i = *pos; i < end && ret == STORAGE_OK; i++)
+        ret = counter_increment(cur, b->order[i].c);
+    mdb_cursor_close(cur);
+    if (ret == STORAGE_OK)
+        *pos = end;
+    return ret;
+}
+
+/* ---- the counted mark ----
+ *
+ * meta "storage.counters_seq" = version + seq: the counters hold every
+ * engagement up to seq. While a sealed batch is written a slice per group
+ * commit, meta "storage.counters_progress" = version + from (u64) + to (u64)
+ * + the last key written: of the engagements in (from, to], the counters hold
+ * the increments of every key up to that one. from is always the mark. */
+
+static int put_meta(storage_txn_t *txn, const char *name, const void *val, size_t len,
+                    const char *what)
+{
+    MDB_val k = {strlen(name), (void *)name}, v = {len, (void *)val};
+    int rc = mdb_put(txn->txn, txn->s->dbi[DB_META], &k, &v, 0);
+
+    return rc == 0 ? STORAGE_OK : storage__fail(rc, what, "meta");
+}
+
 static int write_counters_seq(storage_txn_t *txn, uint64_t seq)
 {
     uint8_t val[9];
     wbuf_t w = {val, 0, sizeof(val)};
-    MDB_val k = {strlen(META_COUNTERS_SEQ), (void *)META_COUNTERS_SEQ}, v = {sizeof(val), val};
 
     wb_u8(&w, STORAGE_VERSION);
     wb_u64(&w, seq);
-    int rc = mdb_put(txn->txn, txn->s->dbi[DB_META], &k, &v, 0);
-    return rc == 0 ? STORAGE_OK : storage__fail(rc, "record the counted sequence in", "meta");
+    return put_meta(txn, META_COUNTERS_SEQ, val, sizeof(val), "record the counted sequence in");
+}
+
+static int delete_progress(storage_txn_t *txn)
+{
+    MDB_val k = {strlen(META_COUNTERS_PROGRESS), (void *)META_COUNTERS_PROGRESS};
+    int rc = mdb_del(txn->txn, txn->s->dbi[DB_META], &k, NULL);
+
+    if (rc != 0 && rc != MDB_NOTFOUND)
+        return storage__fail(rc, "clear the counters' progress in", "meta");
+    return STORAGE_OK;
+}
+
+int storage__counters_progress(storage_txn_t *txn, uint64_t from, uint64_t to,
+                               const counter_batch_t *b, size_t pos)
+{
+    if (pos >= b->n) {
+        int ret = write_counters_seq(txn, to);
+        return ret == STORAGE_OK ? delete_progress(txn) : ret;
+    }
+    if (pos == 0)
+        return STORAGE_OK; /* nothing of it written yet: the mark says it all */
+    uint8_t val[1 + 8 + 8 + 2 + COUNTER_KEY_MAX];
+    wbuf_t w = {val, 0, sizeof(val)};
+    const counter_entry_t *c = b->order[pos - 1].c;
+
+    wb_u8(&w, STORAGE_VERSION);
+    wb_u64(&w, from);
+    wb_u64(&w, to);
+    wb_u16(&w, c->klen);
+    wb_bytes(&w, c->key, c->klen);
+    return put_meta(txn, META_COUNTERS_PROGRESS, val, w.len, "record the counters' progress in");
 }
 
 int storage__counters_apply(storage_txn_t *txn, uint64_t last_seq)
 {
     counter_batch_t *b = txn->s->counters;
-    MDB_cursor *cur;
-    size_t n = 0;
-    int ret = STORAGE_OK, rc;
+    size_t pos = 0;
+    int ret;
 
-    if (write_counters_seq(txn, last_seq) != STORAGE_OK)
-        return STORAGE_ERROR;
-    /* Writing in key order touches each page once and keeps the cursor close
-     * to its next key. */
-    /* Zero padding sorts a key before its extensions, as memcmp order does. */
-    for (size_t i = 0; i < b->n; i++) {
-        counter_entry_t *c = &b->entries[i];
-        if (c->count == 0)
-            continue; /* added by a group that then failed */
-        b->order[n++] =
-            (counter_order_t){key_word(c->key, c->klen, 0), key_word(c->key, c->klen, 8), c};
-    }
-    if (n == 0)
-        return STORAGE_OK;
-    qsort(b->order, n, sizeof(*b->order), counter_cmp);
-    if ((rc = mdb_cursor_open(txn->txn, txn->s->dbi[DB_COUNTERS], &cur)) != 0)
-        return storage__fail(rc, "open a cursor on", "counters");
-    for (size_t i = 0; i < n && ret == STORAGE_OK; i++)
-        ret = counter_increment(cur, b->order[i].c);
-    mdb_cursor_close(cur);
-    return ret;
+    storage__counters_seal(b);
+    if ((ret = storage__counters_write(txn, b, &pos, SIZE_MAX)) != STORAGE_OK)
+        return ret;
+    return write_counters_seq(txn, last_seq);
 }
 
 static int read_counters_seq(storage_txn_t *txn, uint64_t *seq)
@@ -470,17 +630,45 @@ static int read_counters_seq(storage_txn_t *txn, uint64_t *seq)
     return STORAGE_OK;
 }
 
-/* Counts the engagements after the counted mark again, a group's worth at a
- * time, all in txn. */
-static int recount(storage_txn_t *txn, uint64_t after, uint64_t last, size_t group)
+typedef struct progress {
+    uint64_t from, to;
+    uint8_t key[COUNTER_KEY_MAX];
+    size_t klen;
+} progress_t;
+
+static int read_progress(storage_txn_t *txn, progress_t *p)
+{
+    MDB_val k = {strlen(META_COUNTERS_PROGRESS), (void *)META_COUNTERS_PROGRESS}, v;
+    int rc = mdb_get(txn->txn, txn->s->dbi[DB_META], &k, &v);
+
+    if (rc == MDB_NOTFOUND)
+        return STORAGE_NOTFOUND;
+    if (rc != 0)
+        return storage__fail(rc, "read", "meta");
+    rbuf_t r = {v.mv_data, v.mv_size, false};
+    if (rb_u8(&r) != STORAGE_VERSION)
+        return storage__damaged("meta");
+    p->from = rb_u64(&r);
+    p->to = rb_u64(&r);
+    p->klen = rb_u16(&r);
+    const uint8_t *key = p->klen <= sizeof(p->key) ? rb_bytes(&r, p->klen) : NULL;
+    if (r.bad || key == NULL || r.left != 0 || p->to <= p->from)
+        return storage__damaged("meta");
+    memcpy(p->key, key, p->klen);
+    return STORAGE_OK;
+}
+
+/* Gathers the engagements in (after, last] into b. */
+static int recount_into(storage_txn_t *txn, counter_batch_t *b, uint64_t after, uint64_t last)
 {
     MDB_cursor *cur = NULL;
     uint8_t key[8];
     MDB_val k = {sizeof(key), key}, v;
     storage_engagement_t e;
-    size_t in_group = 0;
     int ret = STORAGE_OK, rc;
 
+    if (after >= last)
+        return STORAGE_OK;
     if ((rc = mdb_cursor_open(txn->txn, txn->s->dbi[DB_ENGAGEMENTS], &cur)) != 0)
         return storage__fail(rc, "open a cursor on", "engagements");
     put_be64(key, after + 1);
@@ -490,43 +678,109 @@ static int recount(storage_txn_t *txn, uint64_t after, uint64_t last, size_t gro
             goto out;
         if (e.seq > last)
             break;
-        counters_collect(txn->s, &e);
-        /* The cursor's pages stay valid across the counter writes: they are
-         * in another database, and engagements are not written here. */
-        if (++in_group == group) {
-            storage__counters_group_begin(txn->s);
-            if ((ret = storage__counters_apply(txn, e.seq)) != STORAGE_OK)
-                goto out;
-            storage__counters_reset(txn->s);
-            in_group = 0;
-        }
+        counters_collect(b, &e);
     }
-    if (rc != 0 && rc != MDB_NOTFOUND) {
+    if (rc != 0 && rc != MDB_NOTFOUND)
         ret = storage__fail(rc, "scan", "engagements");
-        goto out;
-    }
-    storage__counters_group_begin(txn->s);
-    ret = storage__counters_apply(txn, last);
 out:
-    storage__counters_reset(txn->s);
     mdb_cursor_close(cur);
     return ret;
 }
 
-int storage__counters_recover(storage_t *s, size_t group)
+/* Counts (after, last] into the counters a group's worth at a time, moving
+ * the mark with each. Uses the gathering batch as scratch. */
+static int recount_apply(storage_txn_t *txn, uint64_t after, uint64_t last, size_t group)
+{
+    counter_batch_t *b = txn->s->counters;
+    int ret = STORAGE_OK;
+
+    while (after < last && ret == STORAGE_OK) {
+        uint64_t upto = last - after > group ? after + group : last;
+        storage__counters_reset(b);
+        ret = recount_into(txn, b, after, upto);
+        if (ret == STORAGE_OK)
+            ret = storage__counters_apply(txn, upto);
+        after = upto;
+    }
+    storage__counters_reset(b);
+    return ret;
+}
+
+int storage__counters_restore(storage_txn_t *txn, bool write_all, counters_state_t *st)
+{
+    storage_t *s = txn->s;
+    uint64_t mark = 0, last = s->next_seq - 1, base;
+    progress_t p;
+    size_t cap = s->counters->links_cap, group = s->opts.batch_max;
+    int ret = read_counters_seq(txn, &mark);
+
+    memset(st, 0, sizeof(*st));
+    storage__counters_reset(s->counters);
+    storage__counters_reset(s->counters_out);
+    /* A store written before counters were deferred has them all. */
+    if (ret == STORAGE_NOTFOUND) {
+        st->base = last;
+        return write_counters_seq(txn, last);
+    }
+    if (ret != STORAGE_OK)
+        return ret;
+    base = mark;
+    ret = read_progress(txn, &p);
+    if (ret == STORAGE_OK && p.from == mark && p.to <= last) {
+        /* A sealed batch was being written: gather it again and go on after
+         * the last key written. */
+        counter_batch_t *out = s->counters_out;
+        if ((ret = recount_into(txn, out, p.from, p.to)) != STORAGE_OK)
+            return ret;
+        size_t n = storage__counters_seal(out), lo = 0, hi = n;
+        while (lo < hi) {
+            size_t mid = lo + (hi - lo) / 2;
+            const counter_entry_t *c = out->order[mid].c;
+            if (key_cmp(c->key, c->klen, p.key, p.klen) <= 0)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        st->out_busy = true;
+        st->out_from = p.from;
+        st->out_to = p.to;
+        st->out_pos = lo;
+        base = p.to;
+    } else if (ret == STORAGE_OK || ret == STORAGE_NOTFOUND) {
+        /* None, or one a later mark overtook: nothing of it is pending. */
+        if ((ret = delete_progress(txn)) != STORAGE_OK)
+            return ret;
+    } else {
+        return ret;
+    }
+    if (write_all || last - base > cap / 2) {
+        /* At start, or more than the batch holds: write it all here. */
+        if (st->out_busy) {
+            ret = storage__counters_write(txn, s->counters_out, &st->out_pos, SIZE_MAX);
+            if (ret == STORAGE_OK)
+                ret = storage__counters_progress(txn, st->out_from, st->out_to, s->counters_out,
+                                                 st->out_pos);
+            storage__counters_reset(s->counters_out);
+            st->out_busy = false;
+            if (ret != STORAGE_OK)
+                return ret;
+        }
+        st->base = last;
+        return recount_apply(txn, base, last, group);
+    }
+    st->base = base;
+    st->pending = (size_t)(last - base);
+    return recount_into(txn, s->counters, base, last);
+}
+
+int storage__counters_recover(storage_t *s)
 {
     storage_txn_t t = {NULL, s};
-    uint64_t counted = 0, last = s->next_seq - 1;
     int rc = mdb_txn_begin(s->env, NULL, 0, &t.txn), ret;
 
     if (rc != 0)
         return storage__fail(rc, "begin a write transaction on", "the environment");
-    ret = read_counters_seq(&t, &counted);
-    /* A store written before counters were deferred has them all. */
-    if (ret == STORAGE_NOTFOUND)
-        ret = write_counters_seq(&t, last);
-    else if (ret == STORAGE_OK && counted < last)
-        ret = recount(&t, counted, last, group);
+    ret = storage__counters_restore(&t, true, &s->cs);
     if (ret != STORAGE_OK) {
         mdb_txn_abort(t.txn);
         return ret;

@@ -9,6 +9,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -439,10 +440,51 @@ void storage_get_stats(storage_t *s, storage_stats_t *out)
     for (unsigned i = 0; i < STORAGE_LATENCY_BUCKETS; i++)
         out->click_to_commit[i] = atomic_load_explicit(&s->st_latency[i], memory_order_relaxed);
     out->click_to_commit_us_total = atomic_load_explicit(&s->st_latency_us, memory_order_relaxed);
+    out->warm_bytes = atomic_load_explicit(&s->st_warm_bytes, memory_order_relaxed);
+    out->warm_done = atomic_load(&s->st_warm_done);
     if (mdb_env_info(s->env, &info) == 0 && mdb_env_stat(s->env, &st) == 0) {
         out->map_used = ((uint64_t)info.me_last_pgno + 1) * st.ms_psize;
         out->map_size = info.me_mapsize;
     }
+}
+
+/* Pages at a time, so that a stop is noticed within a fraction of a second. */
+#define WARM_CHUNK ((size_t)64 << 20)
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22 /* Linux 5.14 */
+#endif
+
+uint64_t storage_warm(storage_t *s, bool (*keep_going)(void *ctx), void *ctx)
+{
+    MDB_envinfo info;
+    MDB_stat st;
+    size_t done = 0;
+    bool populate = true;
+
+    if (mdb_env_info(s->env, &info) != 0 || mdb_env_stat(s->env, &st) != 0) {
+        atomic_store(&s->st_warm_done, true);
+        return 0;
+    }
+    /* The used pages only: past them the map may run beyond the file's end,
+     * where a read is SIGBUS. The file never shrinks. */
+    const uint8_t *base = info.me_mapaddr;
+    size_t len = ((size_t)info.me_last_pgno + 1) * st.ms_psize;
+    while (done < len && (keep_going == NULL || keep_going(ctx))) {
+        size_t n = len - done < WARM_CHUNK ? len - done : WARM_CHUNK;
+        if (populate && madvise((void *)(base + done), n, MADV_POPULATE_READ) != 0) {
+            if (errno != EINVAL)
+                break;        /* an I/O error, say: the lookups will meet it themselves */
+            populate = false; /* an older kernel: touch one byte per page */
+        }
+        if (!populate) {
+            for (size_t off = 0; off < n; off += st.ms_psize)
+                (void)*(const volatile uint8_t *)(base + done + off);
+        }
+        done += n;
+        atomic_store_explicit(&s->st_warm_bytes, done, memory_order_relaxed);
+    }
+    atomic_store(&s->st_warm_done, true);
+    return done;
 }
 
 static int dir_is_empty(const char *dir, bool *created, char *err, size_t errlen)

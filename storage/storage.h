@@ -177,6 +177,9 @@ const char *storage_device_name(uint8_t device);
 /* Copies the engagement into the writer's queue. Lock-free, never blocks, never
  * allocates. STORAGE_FULL (and a drop counted in the stats) when the queue is full. */
 int storage_engagement_push(storage_t *s, const storage_engagement_t *e);
+/* Added by storage: whether more than half of the queue waits for the writer,
+ * the sign for producers to slow down before clicks have to be dropped. */
+bool storage_engagement_backlogged(storage_t *s);
 int storage_engagement_get(storage_txn_t *txn, uint64_t seq, storage_engagement_t *out);
 /* Calls cb for each stored engagement with seq > after_seq, in order. */
 int storage_engagement_scan(storage_txn_t *txn, uint64_t after_seq,
@@ -315,9 +318,20 @@ typedef struct storage_stats {
      * storage_latency_bucket_le(i), in microseconds (not cumulative). */
     uint64_t click_to_commit[STORAGE_LATENCY_BUCKETS];
     uint64_t click_to_commit_us_total; /* summed over the same engagements */
+    /* Added by storage: bytes of the store storage_warm has mapped so far, and
+     * whether it has finished (or stopped). */
+    uint64_t warm_bytes;
+    bool warm_done;
 } storage_stats_t;
 
 void storage_get_stats(storage_t *s, storage_stats_t *out);
+/* Added by storage: maps every page the store uses into this process ahead of
+ * use, so that lookups in a store far larger than the CPU caches (10 M links)
+ * do not each begin with a page fault until the whole store has been touched
+ * once. Reads the file when it is not in the page cache. Blocks: call it on a
+ * thread of its own; it returns early once keep_going(ctx) says false. Returns
+ * the bytes mapped. */
+uint64_t storage_warm(storage_t *s, bool (*keep_going)(void *ctx), void *ctx);
 /* Added by storage: the reason the writer's last failed group commit gave (the
  * engagements it lost are in engagements_dropped), or "" when none has failed,
  * so the server can log it. Any thread. */

@@ -36,10 +36,11 @@ enum {
 #define STORAGE_VERSION 1
 
 /* Meta keys that storage itself owns; callers keep away from "storage.". */
-#define META_SCHEMA         "storage.schema"
-#define META_ENGAGEMENT_SEQ "storage.engagement_seq"
-#define META_COUNTERS_SEQ   "storage.counters_seq"
-#define META_ID_PREFIX      "storage.id."
+#define META_SCHEMA            "storage.schema"
+#define META_ENGAGEMENT_SEQ    "storage.engagement_seq"
+#define META_COUNTERS_SEQ      "storage.counters_seq"
+#define META_COUNTERS_PROGRESS "storage.counters_progress"
+#define META_ID_PREFIX         "storage.id."
 
 struct storage_txn {
     MDB_txn *txn;
@@ -74,6 +75,15 @@ typedef struct storage_job storage_job_t;
  * (engagements.c). */
 typedef struct counter_batch counter_batch_t;
 
+/* Where the counters stand after storage__counters_restore. */
+typedef struct counters_state {
+    uint64_t base;  /* the gathering batch counts the engagements after this */
+    size_t pending; /* how many that is */
+    bool out_busy;  /* counters_out is sealed and partly written */
+    uint64_t out_from, out_to;
+    size_t out_pos; /* its keys already in the counters */
+} counters_state_t;
+
 struct storage {
     MDB_env *env;
     MDB_dbi dbi[DB_COUNT];
@@ -101,13 +111,18 @@ struct storage {
 
     /* Writer-owned state. */
     uint64_t next_seq;
-    counter_batch_t *counters;
+    counter_batch_t *counters;     /* gathering: the engagements after counters_base */
+    counter_batch_t *counters_out; /* sealed and being written, a slice per group */
+    counters_state_t cs;
     int64_t *batch_times; /* click times of the engagements in the open group */
     size_t batch_times_len;
-    size_t counters_pending;    /* engagements counted in memory, not yet written */
-    uint64_t counters_since_us; /* monotonic time of the oldest of them */
-    char *scratch_query;        /* STORAGE_QUERY_MAX bytes: a popped slot's query and URL */
-    char *scratch_record;       /* one encoded engagement, allocated on first use */
+    bool counters_lost;              /* memory holds increments of clicks never stored */
+    size_t counters_out_committed;   /* cs.out_pos as of the last commit */
+    uint64_t counters_out_us;        /* time spent writing counters_out so far */
+    uint64_t counters_flush_cost_us; /* ... and for the last one written whole */
+    uint64_t counters_since_us;      /* monotonic time of the oldest gathered */
+    char *scratch_query;             /* STORAGE_QUERY_MAX bytes: a popped slot's query and URL */
+    char *scratch_record;            /* one encoded engagement, allocated on first use */
 
     /* Statistics, read by any thread. */
     _Atomic uint64_t st_recorded;
@@ -119,6 +134,8 @@ struct storage {
     _Atomic uint64_t st_commit_us;
     _Atomic uint64_t st_latency[STORAGE_LATENCY_BUCKETS];
     _Atomic uint64_t st_latency_us;
+    _Atomic uint64_t st_warm_bytes;
+    _Atomic bool st_warm_done;
 };
 
 /* ---- errors ---- */
@@ -143,22 +160,33 @@ void *storage__xcalloc(size_t n, size_t size, const char *file, int line);
 /* Stores one engagement and adds its counters to the batch; STORAGE_NOTFOUND when
  * its code has no link any more. */
 int storage__engagement_store(storage_txn_t *txn, storage_engagement_t *e);
-/* Forgets the counter increments gathered so far (they were written). */
-void storage__counters_reset(storage_t *s);
-/* Marks where a group's increments start, and takes them back out when the
- * group does not commit. */
-void storage__counters_group_begin(storage_t *s);
-void storage__counters_group_undo(storage_t *s);
-/* Writes the increments gathered since the last reset, one per key, and
- * records last_seq as the last engagement counted. */
+/* Forgets the counter increments gathered in b. */
+void storage__counters_reset(counter_batch_t *b);
+/* Folds and sorts b's increments for writing; returns how many keys. */
+size_t storage__counters_seal(counter_batch_t *b);
+size_t storage__counters_keys(const counter_batch_t *b);
+/* Writes up to limit of sealed b's keys from *pos on, advancing *pos. */
+int storage__counters_write(storage_txn_t *txn, const counter_batch_t *b, size_t *pos,
+                            size_t limit);
+/* Records how far the writing of sealed b, which counts the engagements in
+ * (from, to], has come: at its end, the counted mark moves to to. */
+int storage__counters_progress(storage_txn_t *txn, uint64_t from, uint64_t to,
+                               const counter_batch_t *b, size_t pos);
+/* Seals and writes the gathering batch whole, and moves the mark to last_seq. */
 int storage__counters_apply(storage_txn_t *txn, uint64_t last_seq);
-/* The aggregation table for up to max_engagements engagements in all and
- * per_group in one group. */
-counter_batch_t *storage__counters_new(size_t max_engagements, size_t per_group);
+
+/* Gathers the counters in memory again from the counted mark, the progress
+ * record and the engagement log in txn, discarding what memory held (after a
+ * group that did not commit, whose clicks were counted but never stored).
+ * With write_all, or when more is pending than a batch holds, writes
+ * everything instead and leaves memory empty. */
+int storage__counters_restore(storage_txn_t *txn, bool write_all, counters_state_t *st);
+/* Brings the counters level with the engagement log before the writer starts
+ * (a crash may have left them behind it), in a transaction of its own. */
+int storage__counters_recover(storage_t *s);
+/* The aggregation tables for up to max_engagements engagements. */
+counter_batch_t *storage__counters_new(size_t max_engagements);
 void storage__counters_free(counter_batch_t *b);
-/* Counts the engagements stored after the counted mark (a crash lost their
- * increments), group engagements per write. Runs before the writer takes work. */
-int storage__counters_recover(storage_t *s, size_t group);
 uint64_t storage__last_engagement_seq(storage_txn_t *txn);
 
 /* ---- writer lifecycle pieces used by storage.c ---- */

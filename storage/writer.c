@@ -42,9 +42,19 @@ typedef struct run_wait {
 
 /* Counters are written out once this many full groups' worth of engagements
  * wait in memory, or once the oldest has waited COUNTER_FLUSH_US (or the flush
- * interval, when that is longer), and when the writer stops. */
-#define COUNTER_FLUSH_GROUPS 4
+ * interval, when that is longer) or COUNTER_FLUSH_COST times as long as the
+ * last group that wrote them took, at most COUNTER_FLUSH_MAX_US; and when the
+ * writer stops. A flush writes one counter page per distinct link it counts:
+ * cheap with a thousand links, and with clicks spread over millions of links
+ * (about one page each) a long wait lets more clicks share a page and keeps
+ * the flushes to a tenth of the writer's time. */
+#define COUNTER_FLUSH_GROUPS 32
 #define COUNTER_FLUSH_US     100000u
+#define COUNTER_FLUSH_COST   10u
+#define COUNTER_FLUSH_MAX_US 5000000u
+/* Counter keys written per group commit: a sealed batch is written over
+ * several commits rather than in one, so no group waits for all of it. */
+#define COUNTER_SLICE 4096u
 
 /* ---- the engagement ring ---- */
 
@@ -73,8 +83,8 @@ int storage__queue_init(storage_t *s)
     for (size_t i = 0; i < cap; i++)
         atomic_init(&s->slots[i].seq, i);
 
-    s->counters = storage__counters_new((COUNTER_FLUSH_GROUPS + 1) * (size_t)s->opts.batch_max,
-                                        s->opts.batch_max);
+    s->counters = storage__counters_new((COUNTER_FLUSH_GROUPS + 2) * (size_t)s->opts.batch_max);
+    s->counters_out = storage__counters_new((COUNTER_FLUSH_GROUPS + 2) * (size_t)s->opts.batch_max);
     s->batch_times = xcalloc(s->opts.batch_max, sizeof(*s->batch_times));
     s->scratch_query = xcalloc(1, STORAGE_QUERY_MAX);
 
@@ -91,6 +101,7 @@ void storage__queue_free(storage_t *s)
     free(s->slots);
     free(s->queries);
     storage__counters_free(s->counters);
+    storage__counters_free(s->counters_out);
     free(s->batch_times);
     free(s->scratch_query);
     free(s->scratch_record);
@@ -208,6 +219,11 @@ out:
     return ret;
 }
 
+bool storage_engagement_backlogged(storage_t *s)
+{
+    return queue_depth(s) > (s->mask + 1) / 2;
+}
+
 /* Takes the oldest published engagement into e (its query copied into the
  * writer's scratch buffer) and frees the slot; false when none is ready. */
 static bool pop_engagement(storage_t *s, storage_engagement_t *e)
@@ -253,6 +269,12 @@ static void remember_failure(storage_t *s)
     pthread_mutex_unlock(&s->lock);
 }
 
+/* remember_failure for a caller that holds s->lock. */
+static void remember_failure_locked(storage_t *s)
+{
+    storage__get_error(s->writer_error, sizeof(s->writer_error));
+}
+
 void storage_writer_last_error(storage_t *s, char *buf, size_t len)
 {
     pthread_mutex_lock(&s->lock);
@@ -282,7 +304,6 @@ static size_t store_engagements(storage_t *s, MDB_txn *parent, size_t limit, siz
 
     *taken = 0;
     s->batch_times_len = 0;
-    storage__counters_group_begin(s);
     if (rc != 0) {
         t.txn = NULL;
         storage__fail(rc, "begin a nested transaction for", "engagements");
@@ -318,7 +339,7 @@ out:
     }
     /* Everything taken off the ring in this group is lost, and said so. */
     s->batch_times_len = 0;
-    storage__counters_group_undo(s);
+    s->counters_lost = true; /* what this group counted was not stored */
     remember_failure(s);
     s->next_seq = first_seq;
     atomic_fetch_add_explicit(&s->st_dropped, *taken, memory_order_relaxed);
@@ -413,16 +434,126 @@ static void record_latency(storage_t *s)
 static uint64_t counter_flush_us(const storage_t *s)
 {
     uint64_t flush = (uint64_t)s->opts.flush_interval_ms * 1000u;
-    return flush > COUNTER_FLUSH_US ? flush : COUNTER_FLUSH_US;
+    uint64_t cost = s->counters_flush_cost_us * COUNTER_FLUSH_COST;
+
+    if (flush < COUNTER_FLUSH_US)
+        flush = COUNTER_FLUSH_US;
+    if (cost > COUNTER_FLUSH_MAX_US)
+        cost = COUNTER_FLUSH_MAX_US;
+    return flush > cost ? flush : cost;
 }
 
-/* Whether the counters gathered in memory are due to be written. */
+/* Whether the counters gathered in memory are due to be sealed and written. */
 static bool counters_due(const storage_t *s, uint64_t now, bool force)
 {
-    if (s->counters_pending == 0)
+    if (s->cs.pending == 0 || s->counters_lost)
         return false;
-    return force || s->counters_pending >= COUNTER_FLUSH_GROUPS * (size_t)s->opts.batch_max ||
+    return force || s->cs.pending >= COUNTER_FLUSH_GROUPS * (size_t)s->opts.batch_max ||
            now - s->counters_since_us >= counter_flush_us(s);
+}
+
+/* After a group that did not commit, gathers the counters in memory again
+ * from the counted mark, the progress record and the engagement log in txn,
+ * before anything more is counted. While that fails, memory is emptied each
+ * time and the counters wait in the log behind the mark. */
+static void restore_counters(storage_t *s, MDB_txn *txn, uint64_t now)
+{
+    storage_txn_t t = {txn, s};
+
+    if (!s->counters_lost)
+        return;
+    if (storage__counters_restore(&t, false, &s->cs) != STORAGE_OK) {
+        storage__counters_reset(s->counters);
+        storage__counters_reset(s->counters_out);
+        memset(&s->cs, 0, sizeof(s->cs));
+        remember_failure(s);
+        return;
+    }
+    s->counters_lost = false;
+    s->counters_out_committed = s->cs.out_pos;
+    s->counters_since_us = now;
+}
+
+/* The sealed counters are all written. */
+static void finish_out(storage_t *s)
+{
+    s->cs.out_busy = false;
+    storage__counters_reset(s->counters_out);
+    s->counters_flush_cost_us = s->counters_out_us;
+}
+
+/* Seals the gathered counters for writing; they hold only engagements of
+ * groups already committed. */
+static void seal_counters(storage_t *s, uint64_t now)
+{
+    counter_batch_t *b = s->counters_out;
+
+    s->counters_out = s->counters;
+    s->counters = b;
+    storage__counters_seal(s->counters_out);
+    s->cs.out_busy = true;
+    s->cs.out_from = s->cs.base;
+    s->cs.out_to = s->next_seq - 1;
+    s->cs.out_pos = 0;
+    s->cs.base = s->cs.out_to;
+    s->cs.pending = 0;
+    s->counters_out_committed = 0;
+    s->counters_out_us = 0;
+    s->counters_since_us = now;
+}
+
+/* Writes the next slice of the sealed counters (all of them with whole) and
+ * records how far that got. */
+static int write_counters(storage_t *s, MDB_txn *txn, bool whole)
+{
+    storage_txn_t t = {txn, s};
+    uint64_t t0 = now_us();
+    int ret;
+
+    if (!s->cs.out_busy)
+        return STORAGE_OK;
+    ret = storage__counters_write(&t, s->counters_out, &s->cs.out_pos,
+                                  whole ? SIZE_MAX : COUNTER_SLICE);
+    if (ret == STORAGE_OK)
+        ret = storage__counters_progress(&t, s->cs.out_from, s->cs.out_to, s->counters_out,
+                                         s->cs.out_pos);
+    s->counters_out_us += now_us() - t0;
+    return ret;
+}
+
+/* The counters' part of a group, before its engagements: gather again after a
+ * failure, seal what is due (finishing the sealed batch first when memory is
+ * full), and write a slice. */
+static int counters_before(storage_t *s, MDB_txn *txn, uint64_t now)
+{
+    restore_counters(s, txn, now);
+    if (s->counters_lost)
+        return STORAGE_OK;
+    bool full = s->cs.pending >= COUNTER_FLUSH_GROUPS * (size_t)s->opts.batch_max;
+    if (s->cs.out_busy && full && write_counters(s, txn, true) != STORAGE_OK)
+        return STORAGE_ERROR;
+    /* Written whole (the mark moves past it in this group): its memory takes
+     * the next seal. Should the group fail, all of it is gathered again. */
+    if (s->cs.out_busy && s->cs.out_pos >= storage__counters_keys(s->counters_out))
+        finish_out(s);
+    if (!s->cs.out_busy && counters_due(s, now, false))
+        seal_counters(s, now);
+    return write_counters(s, txn, false);
+}
+
+/* When the writer stops: everything in memory, this group's clicks included,
+ * is written whole. */
+static int counters_final(storage_t *s, MDB_txn *txn, uint64_t now)
+{
+    if (s->counters_lost)
+        return STORAGE_OK; /* the mark lets the next start count them */
+    if (write_counters(s, txn, true) != STORAGE_OK)
+        return STORAGE_ERROR;
+    if (s->cs.pending == 0)
+        return STORAGE_OK;
+    finish_out(s);
+    seal_counters(s, now);
+    return write_counters(s, txn, true);
 }
 
 /* Returns whether the group committed. With force, counters in memory are
@@ -433,24 +564,24 @@ static bool run_batch(storage_t *s, storage_job_t *jobs, size_t njobs, size_t en
     uint64_t first_seq = s->next_seq, started = now_us();
     size_t taken = 0, stored = 0;
     char commit_error[256] = "";
-    bool committed = false, flushed = false;
+    bool committed = false;
     int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
 
     if (rc != 0) {
         storage__fail(rc, "begin a write transaction on", "the environment");
         goto out;
     }
+    if (counters_before(s, txn, started) != STORAGE_OK)
+        goto out;
     stored = store_engagements(s, txn, eng_limit, &taken);
+    /* A failed engagement group counted clicks it did not store. */
+    restore_counters(s, txn, started);
     run_jobs(s, txn, jobs);
-    if (stored > 0 && s->counters_pending == 0)
+    if (stored > 0 && s->cs.pending == 0)
         s->counters_since_us = started;
-    s->counters_pending += stored;
-    if (counters_due(s, started, force)) {
-        storage_txn_t t = {txn, s};
-        if (storage__counters_apply(&t, s->next_seq - 1) != STORAGE_OK)
-            goto out;
-        flushed = true;
-    }
+    s->cs.pending += stored;
+    if (force && counters_final(s, txn, started) != STORAGE_OK)
+        goto out;
 
     if (stored > 0) {
         storage_txn_t t = {txn, s};
@@ -476,14 +607,14 @@ static bool run_batch(storage_t *s, storage_job_t *jobs, size_t njobs, size_t en
 out:
     if (txn != NULL)
         mdb_txn_abort(txn);
-    if (committed && flushed) {
-        storage__counters_reset(s);
-        s->counters_pending = 0;
-    } else if (!committed) {
-        /* This group's clicks are not stored: out of the counters with them.
-         * Counters of earlier groups stay in memory for the next try. */
-        storage__counters_group_undo(s);
-        s->counters_pending -= stored;
+    if (committed) {
+        s->counters_out_committed = s->cs.out_pos;
+        if (s->cs.out_busy && s->cs.out_pos >= storage__counters_keys(s->counters_out))
+            finish_out(s); /* the mark moved past it with this commit */
+    } else {
+        /* This group's clicks are not stored but were counted, and its slice
+         * of counters was not written: the next group gathers them again. */
+        s->counters_lost = true;
     }
     if (committed) {
         record_latency(s);
@@ -612,10 +743,6 @@ static void *writer_main(void *arg)
     storage_t *s = arg;
     size_t batch_max = s->opts.batch_max;
 
-    /* Counters a crash left behind the log are made whole before new clicks
-     * are counted; if that fails they stay behind until the next start. */
-    if (storage__counters_recover(s, batch_max) != STORAGE_OK)
-        remember_failure(s);
     for (;;) {
         bool stopping = wait_for_work(s);
         /* Read before the queues: once no push is in flight after stop, the
@@ -626,7 +753,9 @@ static void *writer_main(void *arg)
          * can starve the other. */
         size_t job_limit = depth > 0 ? (batch_max + 1) / 2 : batch_max;
         storage_job_t *jobs = take_jobs(s, job_limit, &njobs);
-        bool due = counters_due(s, now_us(), quiet);
+        /* A sealed batch of counters is written on, a slice a group, with or
+         * without clicks to commit. */
+        bool due = counters_due(s, now_us(), quiet) || (s->cs.out_busy && !s->counters_lost);
 
         if (jobs == NULL && !due && (depth == 0 || !head_published(s))) {
             if (quiet && depth == 0)
@@ -653,6 +782,13 @@ int storage_writer_start(storage_t *s)
         storage__set_error("storage: the writer is already running");
         goto out;
     }
+    /* Counters a crash left behind the log are made whole before any click
+     * is taken (the server listens only after this returns), so a restart
+     * neither drops clicks while it counts nor answers with old totals. If it
+     * fails, the writer's first group tries again. */
+    s->counters_lost = storage__counters_recover(s) != STORAGE_OK;
+    if (s->counters_lost)
+        remember_failure_locked(s);
     atomic_store(&s->accepting, true);
     int rc = pthread_create(&s->writer, NULL, writer_main, s);
     if (rc != 0) {

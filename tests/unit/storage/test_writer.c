@@ -843,6 +843,96 @@ static void storage_counters_recounted_after_kill(void **state)
     free(f);
 }
 
+#define SPREAD_LINKS 6000
+
+/* Whether a sealed batch of counters is part written: the progress record. */
+static bool counters_in_progress(storage_t *s)
+{
+    MDB_txn *txn;
+    MDB_val k = {strlen(META_COUNTERS_PROGRESS), (void *)META_COUNTERS_PROGRESS}, v;
+    bool found;
+
+    if (mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn) != 0)
+        return false;
+    found = mdb_get(txn, s->dbi[DB_META], &k, &v) == 0;
+    mdb_txn_abort(txn);
+    return found;
+}
+
+/* The child clicks once on each of many links, so their counters take several
+ * group commits to write, and is killed with SIGKILL while they are part
+ * written. */
+static void crash_while_counters_written(const char *dir)
+{
+    storage_options_t o = {.dir = dir, .map_size = (size_t)256 << 20};
+    storage_t *s;
+    storage_stats_t st;
+    char err[256];
+    static const char url[] = "https://example.com/spread";
+
+    if (storage_open(&s, &o, err, sizeof(err)) != STORAGE_OK || storage_writer_start(s) != 0)
+        _exit(2);
+    for (int i = 0; i < SPREAD_LINKS; i++) {
+        char code[16];
+        snprintf(code, sizeof(code), "c%05d", i);
+        storage_engagement_t e =
+            engagement(code, T0 + i, i % 2 ? "DE" : "FR", "direct", 0, 0, false);
+        snprintf(e.group_guid, sizeof(e.group_guid), "%s", "Bgroup00001");
+        e.long_url = (storage_bytes_t){url, strlen(url)};
+        while (storage_engagement_push(s, &e) == STORAGE_FULL)
+            usleep(100);
+    }
+    do {
+        usleep(100);
+        storage_get_stats(s, &st);
+    } while (st.engagements_recorded < SPREAD_LINKS);
+    for (int i = 0; i < 100000; i++) {
+        if (counters_in_progress(s))
+            kill(getpid(), SIGKILL);
+        usleep(50);
+    }
+    _exit(4); /* never saw them part written */
+}
+
+static void storage_counters_exact_after_kill_mid_write(void **state)
+{
+    fixture_t *f = fixture_new();
+    int status;
+
+    (void)state;
+    fixture_open(f);
+    storage_close(f->s);
+
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0)
+        crash_while_counters_written(f->dir);
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFSIGNALED(status));
+    assert_int_equal(WTERMSIG(status), SIGKILL);
+
+    for (int restart = 0; restart < 2; restart++) {
+        fixture_open(f);
+        assert_int_equal(storage_writer_start(f->s), STORAGE_OK);
+        storage_writer_stop(f->s);
+        assert_false(counters_in_progress(f->s));
+        uint64_t sum = 0;
+        for (int i = 0; i < SPREAD_LINKS; i++) {
+            char code[16];
+            snprintf(code, sizeof(code), "c%05d", i);
+            uint64_t n = total_clicks(f->s, code);
+            if (n != 1)
+                fail_msg("%s counted %llu times after restart %d", code, (unsigned long long)n,
+                         restart);
+            sum += n;
+        }
+        assert_int_equal(sum, SPREAD_LINKS);
+        storage_close(f->s);
+    }
+    remove_tree(f->dir);
+    free(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -870,6 +960,7 @@ int main(void)
                                         fixture_teardown),
         cmocka_unit_test(storage_engagement_map_full_counts_loss),
         cmocka_unit_test(storage_counters_recounted_after_kill),
+        cmocka_unit_test(storage_counters_exact_after_kill_mid_write),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
