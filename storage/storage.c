@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <time.h>
 
 #define DEFAULT_MAP_SIZE ((size_t)64 << 30)
@@ -454,6 +455,36 @@ void storage_get_stats(storage_t *s, storage_stats_t *out)
 #define MADV_POPULATE_READ 22 /* Linux 5.14 */
 #endif
 
+/* Where this process maps the data file, and how long the mapping is. LMDB
+ * reports the address only for MDB_FIXEDMAP environments, so it is read from
+ * /proc/self/maps by the file's inode. NULL when not found. */
+static const uint8_t *map_of_data_file(storage_t *s, size_t *len)
+{
+    struct stat st;
+    mdb_filehandle_t fd;
+    char line[512];
+    const uint8_t *base = NULL;
+
+    if (mdb_env_get_fd(s->env, &fd) != 0 || fstat(fd, &st) != 0)
+        return NULL;
+    FILE *maps = fopen("/proc/self/maps", "re");
+    if (maps == NULL)
+        return NULL;
+    while (base == NULL && fgets(line, sizeof(line), maps) != NULL) {
+        unsigned long long start, end, offset, inode;
+        unsigned major, minor;
+        if (sscanf(line, "%llx-%llx %*s %llx %x:%x %llu", &start, &end, &offset, &major, &minor,
+                   &inode) == 6 &&
+            inode == (unsigned long long)st.st_ino && offset == 0 &&
+            makedev(major, minor) == st.st_dev) {
+            base = (const uint8_t *)(uintptr_t)start;
+            *len = (size_t)(end - start);
+        }
+    }
+    fclose(maps);
+    return base;
+}
+
 uint64_t storage_warm(storage_t *s, bool (*keep_going)(void *ctx), void *ctx)
 {
     MDB_envinfo info;
@@ -467,8 +498,13 @@ uint64_t storage_warm(storage_t *s, bool (*keep_going)(void *ctx), void *ctx)
     }
     /* The used pages only: past them the map may run beyond the file's end,
      * where a read is SIGBUS. The file never shrinks. */
-    const uint8_t *base = info.me_mapaddr;
+    size_t mapped = 0;
+    const uint8_t *base = map_of_data_file(s, &mapped);
     size_t len = ((size_t)info.me_last_pgno + 1) * st.ms_psize;
+    if (base == NULL)
+        len = 0;
+    else if (len > mapped)
+        len = mapped;
     while (done < len && (keep_going == NULL || keep_going(ctx))) {
         size_t n = len - done < WARM_CHUNK ? len - done : WARM_CHUNK;
         if (populate && madvise((void *)(base + done), n, MADV_POPULATE_READ) != 0) {

@@ -178,7 +178,8 @@ const char *storage_device_name(uint8_t device);
  * allocates. STORAGE_FULL (and a drop counted in the stats) when the queue is full. */
 int storage_engagement_push(storage_t *s, const storage_engagement_t *e);
 /* Added by storage: whether more than half of the queue waits for the writer,
- * the sign for producers to slow down before clicks have to be dropped. */
+ * the sign for producers to slow down before clicks have to be dropped; then
+ * it also wakes the writer, whose group is due at once. */
 bool storage_engagement_backlogged(storage_t *s);
 int storage_engagement_get(storage_txn_t *txn, uint64_t seq, storage_engagement_t *out);
 /* Calls cb for each stored engagement with seq > after_seq, in order. */

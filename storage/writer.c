@@ -221,7 +221,11 @@ out:
 
 bool storage_engagement_backlogged(storage_t *s)
 {
-    return queue_depth(s) > (s->mask + 1) / 2;
+    if (queue_depth(s) <= (s->mask + 1) / 2)
+        return false;
+    /* The writer sleeps until its group is due; a backlog makes it due now. */
+    pthread_cond_signal(&s->wake);
+    return true;
 }
 
 /* Takes the oldest published engagement into e (its query copied into the
@@ -675,7 +679,7 @@ static uint64_t group_wait_us(storage_t *s, size_t depth)
         return 0;
     if (!head_published(s))
         return UNPUBLISHED_WAIT_US;
-    if (depth >= s->opts.batch_max)
+    if (depth >= s->opts.batch_max || depth > (s->mask + 1) / 2)
         return 0;
     clock_gettime(CLOCK_REALTIME, &ts);
     int64_t now = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;

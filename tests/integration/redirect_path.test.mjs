@@ -1,0 +1,72 @@
+// The redirect path under load, against the real binary on loopback: the
+// store warm-up at start, and backpressure that slows clicks down rather
+// than dropping them when the writer falls behind.
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import { test } from 'node:test';
+import { request, sleep, startServer } from '../lib/harness.mjs';
+
+async function metrics(server) {
+  const r = await request(`${server.base}/metrics`);
+  const m = {};
+  for (const line of r.body.split('\n')) {
+    const mm = /^([a-z_]+(?:\{[^}]*\})?) ([0-9.e+-]+)$/.exec(line);
+    if (mm) m[mm[1]] = Number(mm[2]);
+  }
+  return m;
+}
+
+test('the store is mapped into memory at start, and not with --no-warm', async () => {
+  const s = await startServer();
+  try {
+    const deadline = Date.now() + 10000;
+    let m = await metrics(s);
+    while (m.shortlinkd_store_warm_done !== 1 && Date.now() < deadline) {
+      await sleep(20);
+      m = await metrics(s);
+    }
+    assert.equal(m.shortlinkd_store_warm_done, 1);
+    assert.ok(m.shortlinkd_store_warm_bytes > 0, `${m.shortlinkd_store_warm_bytes} bytes warmed`);
+    assert.ok(m.shortlinkd_store_warm_bytes <= m.shortlinkd_lmdb_map_used_bytes + 4096);
+  } finally { await s.stop(); }
+
+  const cold = await startServer({ args: ['--no-warm'] });
+  try {
+    await sleep(200);
+    const m = await metrics(cold);
+    assert.equal(m.shortlinkd_store_warm_done, 0);
+    assert.equal(m.shortlinkd_store_warm_bytes, 0);
+  } finally { await cold.stop(); }
+});
+
+test('a queue too small for a burst slows the clicks down and drops none', async () => {
+  // 1024 slots, and a writer that would otherwise wait 1 s to gather a
+  // group: a burst of 6000 clicks on 48 connections outruns it at once.
+  const s = await startServer({ args: ['--queue-capacity', '1024', '--flush-interval-ms', '1000'] });
+  try {
+    const link = (await s.api('POST', '/v4/shorten', { long_url: 'https://example.com/burst' })).json();
+    const path = `/${link.id.split('/')[1]}`;
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 48 });
+    const TOTAL = 6000;
+    let statuses = new Map();
+    await Promise.all(Array.from({ length: TOTAL }, () => new Promise((resolve, reject) => {
+      http.get(`${s.base}${path}`, { agent, headers: { 'user-agent': 'Mozilla/5.0 (X11; Linux x86_64)' } },
+        (res) => {
+          statuses.set(res.statusCode, (statuses.get(res.statusCode) ?? 0) + 1);
+          res.resume();
+          res.on('end', resolve);
+        }).on('error', reject);
+    })));
+    agent.destroy();
+    assert.deepEqual([...statuses], [[302, TOTAL]]);
+    const deadline = Date.now() + 10000;
+    let m = await metrics(s);
+    while (m.shortlinkd_engagements_recorded_total < TOTAL && Date.now() < deadline) {
+      await sleep(50);
+      m = await metrics(s);
+    }
+    assert.equal(m.shortlinkd_engagements_dropped_total, 0);
+    assert.equal(m.shortlinkd_engagements_recorded_total, TOTAL);
+    assert.ok(m.shortlinkd_backlog_pauses_total > 0, 'the workers paused for the writer');
+  } finally { await s.stop(); }
+});
