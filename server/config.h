@@ -49,6 +49,7 @@ typedef struct config {
     unsigned flush_interval_ms;
     unsigned queue_capacity; /* click ring slots */
     bool warm;               /* map the store into memory in the background at start */
+    int writer_nice;         /* the storage writer thread's nice value */
     size_t map_size;
     uint32_t retry_delays_s[CONFIG_MAX_RETRIES];
     size_t n_retry_delays; /* 0: the dispatcher's default schedule */

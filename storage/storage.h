@@ -55,8 +55,12 @@ typedef struct storage_options {
     const char *dir;            /* created if missing (mode 0700) */
     size_t map_size;            /* bytes; 0 gives 64 GiB (sparse) */
     unsigned flush_interval_ms; /* longest a group waits before commit; 0 gives 2 */
-    unsigned batch_max;         /* records per write transaction; 0 gives 4096 */
-    unsigned queue_capacity;    /* engagement slots, rounded up to a power of 2; 0 gives 65536 */
+    /* Added by storage: the writer thread's nice value (0 to 19). Above the
+     * workers' 0 it yields a shared core to the redirect path; a backlog of
+     * clicks still gets it the CPU (storage_engagement_backlogged). */
+    int writer_nice;
+    unsigned batch_max;      /* records per write transaction; 0 gives 4096 */
+    unsigned queue_capacity; /* engagement slots, rounded up to a power of 2; 0 gives 65536 */
     /* Called on the writer thread after each commit that stored engagements,
      * with the sequence number of the last one; may be NULL. Must not block. */
     void (*on_commit)(void *ctx, uint64_t last_seq);

@@ -18,7 +18,10 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 struct storage_job {
     storage_job_fn fn;
@@ -746,6 +749,14 @@ static void *writer_main(void *arg)
 {
     storage_t *s = arg;
     size_t batch_max = s->opts.batch_max;
+
+    /* Linux gives each thread its own nice value; raising it needs no
+     * privilege, so this fails only on a system without per-thread nice. */
+    if (s->opts.writer_nice > 0 &&
+        setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), s->opts.writer_nice) != 0) {
+        storage__set_error("storage: cannot lower the writer's priority: %s", strerror(errno));
+        remember_failure(s);
+    }
 
     for (;;) {
         bool stopping = wait_for_work(s);

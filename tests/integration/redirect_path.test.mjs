@@ -2,6 +2,7 @@
 // store warm-up at start, and backpressure that slows clicks down rather
 // than dropping them when the writer falls behind.
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import http from 'node:http';
 import { test } from 'node:test';
 import { request, sleep, startServer } from '../lib/harness.mjs';
@@ -69,4 +70,26 @@ test('a queue too small for a burst slows the clicks down and drops none', async
     assert.equal(m.shortlinkd_engagements_recorded_total, TOTAL);
     assert.ok(m.shortlinkd_backlog_pauses_total > 0, 'the workers paused for the writer');
   } finally { await s.stop(); }
+});
+
+// The nice value of each of the server's threads, from /proc.
+function threadNices(pid) {
+  return fs.readdirSync(`/proc/${pid}/task`).map((tid) => {
+    const stat = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]);
+  });
+}
+
+test('the writer thread runs at a lower priority than the workers, as --writer-nice says', async () => {
+  const s = await startServer();
+  try {
+    const nices = threadNices(s.child.pid);
+    assert.equal(nices.filter((n) => n === 5).length, 1, `nice values ${nices}`);
+    assert.ok(nices.filter((n) => n === 0).length >= 2, `nice values ${nices}`);
+  } finally { await s.stop(); }
+  const flat = await startServer({ args: ['--writer-nice', '0'] });
+  try {
+    assert.deepEqual(threadNices(flat.child.pid).filter((n) => n !== 0), []);
+  } finally { await flat.stop(); }
+  await assert.rejects(startServer({ args: ['--writer-nice', '20'] }), /writer-nice/);
 });
