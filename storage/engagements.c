@@ -87,11 +87,13 @@ typedef struct counter_order {
  * engagement log (storage__counters_restore). */
 struct counter_batch {
     size_t n, cap;
-    size_t mask;
+    size_t mask;     /* of the slots in use: grows with the entries, back at reset */
+    size_t mask_max; /* of the slots allocated */
     uint32_t *table; /* entry number + 1; 0 is empty */
     counter_entry_t *entries;
     size_t nlinks, links_cap;
     size_t links_mask;
+    size_t links_mask_max;
     uint32_t *links_table; /* link number + 1; 0 is empty */
     link_counts_t *links;
     uint8_t *keys; /* the keys and link prefixes, back to back */
@@ -103,6 +105,36 @@ struct counter_batch {
 #define ENGAGEMENT_MAX                                                                             \
     (ENGAGEMENT_FIXED + STORAGE_CODE_MAX + STORAGE_REFERRER_MAX + STORAGE_QUERY_MAX +              \
      STORAGE_URL_MAX)
+
+/* The tables start this small and double at half full: a batch of a thousand
+ * links' clicks then probes a table that fits in the CPU's cache, not one
+ * sized for the largest batch (megabytes, a cache miss per probe). */
+#define TABLE_SLOTS_MIN ((size_t)4096)
+
+/* Doubles a table of entry numbers (within its allocation) and puts every
+ * entry back by its hash. */
+static void table_grow(uint32_t *table, size_t *mask, size_t n, uint64_t (*hash_of)(void *, size_t),
+                       void *ctx)
+{
+    *mask = *mask * 2 + 1;
+    memset(table, 0, (*mask + 1) * sizeof(*table));
+    for (size_t e = 0; e < n; e++) {
+        size_t i = hash_of(ctx, e) & *mask;
+        while (table[i] != 0)
+            i = (i + 1) & *mask;
+        table[i] = (uint32_t)(e + 1);
+    }
+}
+
+static uint64_t entry_hash(void *ctx, size_t e)
+{
+    return ((counter_batch_t *)ctx)->entries[e].hash;
+}
+
+static uint64_t link_hash(void *ctx, size_t e)
+{
+    return ((counter_batch_t *)ctx)->links[e].hash;
+}
 
 static size_t table_slots(size_t cap)
 {
@@ -120,12 +152,15 @@ counter_batch_t *storage__counters_new(size_t max_engagements)
     /* calloc'd arrays this size are fresh zero pages: only what a workload
      * touches becomes resident. */
     b->cap = max_engagements * KEYS_PER_ENGAGEMENT;
-    b->mask = table_slots(b->cap) - 1;
-    b->table = xcalloc(b->mask + 1, sizeof(*b->table));
+    b->mask_max = table_slots(b->cap) - 1;
+    b->mask = TABLE_SLOTS_MIN - 1 < b->mask_max ? TABLE_SLOTS_MIN - 1 : b->mask_max;
+    b->table = xcalloc(b->mask_max + 1, sizeof(*b->table));
     b->entries = xcalloc(b->cap, sizeof(*b->entries));
     b->links_cap = max_engagements;
-    b->links_mask = table_slots(b->links_cap) - 1;
-    b->links_table = xcalloc(b->links_mask + 1, sizeof(*b->links_table));
+    b->links_mask_max = table_slots(b->links_cap) - 1;
+    b->links_mask =
+        TABLE_SLOTS_MIN - 1 < b->links_mask_max ? TABLE_SLOTS_MIN - 1 : b->links_mask_max;
+    b->links_table = xcalloc(b->links_mask_max + 1, sizeof(*b->links_table));
     b->links = xcalloc(b->links_cap, sizeof(*b->links));
     b->keys_cap = b->cap * COUNTER_KEY_MAX + b->links_cap * PREFIX_MAX;
     b->keys = xcalloc(b->keys_cap, 1);
@@ -150,8 +185,12 @@ void storage__counters_reset(counter_batch_t *b)
 {
     if (b->n > 0)
         memset(b->table, 0, (b->mask + 1) * sizeof(*b->table));
+    if (b->mask > TABLE_SLOTS_MIN - 1)
+        b->mask = TABLE_SLOTS_MIN - 1;
     if (b->nlinks > 0)
         memset(b->links_table, 0, (b->links_mask + 1) * sizeof(*b->links_table));
+    if (b->links_mask > TABLE_SLOTS_MIN - 1)
+        b->links_mask = TABLE_SLOTS_MIN - 1;
     b->n = 0;
     b->nlinks = 0;
     b->keys_len = 0;
@@ -312,6 +351,8 @@ static void counter_add_n(counter_batch_t *b, const uint8_t *prefix, size_t plen
     if (vlen > 0)
         memcpy(key + plen + 1, value, vlen);
     uint64_t h = key_hash(key, klen);
+    if (b->n + 1 > (b->mask + 1) / 2 && b->mask < b->mask_max)
+        table_grow(b->table, &b->mask, b->n, entry_hash, b);
     for (size_t i = h & b->mask;; i = (i + 1) & b->mask) {
         uint32_t at = b->table[i];
         if (at == 0) {
@@ -346,6 +387,8 @@ static link_counts_t *link_counts(counter_batch_t *b, const uint8_t *prefix, siz
 {
     uint64_t h = key_hash(prefix, plen);
 
+    if (b->nlinks + 1 > (b->links_mask + 1) / 2 && b->links_mask < b->links_mask_max)
+        table_grow(b->links_table, &b->links_mask, b->nlinks, link_hash, b);
     for (size_t i = h & b->links_mask;; i = (i + 1) & b->links_mask) {
         uint32_t at = b->links_table[i];
         if (at == 0) {
