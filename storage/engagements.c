@@ -85,16 +85,21 @@ typedef struct counter_order {
  * keyed table and sorts it for writing. Nothing is ever taken back out: when
  * a group does not commit, the writer gathers everything again from the
  * engagement log (storage__counters_restore). */
+/* An open-addressing index of entry numbers (+ 1; 0 is an empty slot) over
+ * an array of entries that carry their own hashes. It starts small and
+ * doubles at half full, within the slots allocated for the largest batch. */
+typedef struct slot_index {
+    uint32_t *slots;
+    size_t mask;     /* of the slots in use */
+    size_t mask_max; /* of the slots allocated */
+} slot_index_t;
+
 struct counter_batch {
     size_t n, cap;
-    size_t mask;     /* of the slots in use: grows with the entries, back at reset */
-    size_t mask_max; /* of the slots allocated */
-    uint32_t *table; /* entry number + 1; 0 is empty */
+    slot_index_t index; /* of entries */
     counter_entry_t *entries;
     size_t nlinks, links_cap;
-    size_t links_mask;
-    size_t links_mask_max;
-    uint32_t *links_table; /* link number + 1; 0 is empty */
+    slot_index_t links_index; /* of links */
     link_counts_t *links;
     uint8_t *keys; /* the keys and link prefixes, back to back */
     size_t keys_len, keys_cap;
@@ -111,29 +116,44 @@ struct counter_batch {
  * sized for the largest batch (megabytes, a cache miss per probe). */
 #define TABLE_SLOTS_MIN ((size_t)4096)
 
-/* Doubles a table of entry numbers (within its allocation) and puts every
- * entry back by its hash. */
-static void table_grow(uint32_t *table, size_t *mask, size_t n, uint64_t (*hash_of)(void *, size_t),
-                       void *ctx)
+static size_t table_slots(size_t cap);
+
+static void index_init(slot_index_t *ix, size_t cap)
 {
-    *mask = *mask * 2 + 1;
-    memset(table, 0, (*mask + 1) * sizeof(*table));
-    for (size_t e = 0; e < n; e++) {
-        size_t i = hash_of(ctx, e) & *mask;
-        while (table[i] != 0)
-            i = (i + 1) & *mask;
-        table[i] = (uint32_t)(e + 1);
+    ix->mask_max = table_slots(cap) - 1;
+    ix->mask = TABLE_SLOTS_MIN - 1 < ix->mask_max ? TABLE_SLOTS_MIN - 1 : ix->mask_max;
+    ix->slots = xcalloc(ix->mask_max + 1, sizeof(*ix->slots));
+}
+
+static void index_reset(slot_index_t *ix, size_t n)
+{
+    if (n > 0)
+        memset(ix->slots, 0, (ix->mask + 1) * sizeof(*ix->slots));
+    if (ix->mask > TABLE_SLOTS_MIN - 1)
+        ix->mask = TABLE_SLOTS_MIN - 1;
+}
+
+/* The slot of the entry with hash h that same(ctx, entry number) accepts, or
+ * the empty slot where it belongs; the index first doubles when its n
+ * entries fill half of it, putting each back by hash_of(ctx, entry number). */
+static uint32_t *index_slot(slot_index_t *ix, size_t n, uint64_t h,
+                            bool (*same)(const void *ctx, size_t e),
+                            uint64_t (*hash_of)(const void *ctx, size_t e), const void *ctx)
+{
+    if (n + 1 > (ix->mask + 1) / 2 && ix->mask < ix->mask_max) {
+        ix->mask = ix->mask * 2 + 1;
+        memset(ix->slots, 0, (ix->mask + 1) * sizeof(*ix->slots));
+        for (size_t e = 0; e < n; e++) {
+            size_t i = hash_of(ctx, e) & ix->mask;
+            while (ix->slots[i] != 0)
+                i = (i + 1) & ix->mask;
+            ix->slots[i] = (uint32_t)(e + 1);
+        }
     }
-}
-
-static uint64_t entry_hash(void *ctx, size_t e)
-{
-    return ((counter_batch_t *)ctx)->entries[e].hash;
-}
-
-static uint64_t link_hash(void *ctx, size_t e)
-{
-    return ((counter_batch_t *)ctx)->links[e].hash;
+    for (size_t i = h & ix->mask;; i = (i + 1) & ix->mask) {
+        if (ix->slots[i] == 0 || same(ctx, ix->slots[i] - 1))
+            return &ix->slots[i];
+    }
 }
 
 static size_t table_slots(size_t cap)
@@ -152,15 +172,10 @@ counter_batch_t *storage__counters_new(size_t max_engagements)
     /* calloc'd arrays this size are fresh zero pages: only what a workload
      * touches becomes resident. */
     b->cap = max_engagements * KEYS_PER_ENGAGEMENT;
-    b->mask_max = table_slots(b->cap) - 1;
-    b->mask = TABLE_SLOTS_MIN - 1 < b->mask_max ? TABLE_SLOTS_MIN - 1 : b->mask_max;
-    b->table = xcalloc(b->mask_max + 1, sizeof(*b->table));
+    index_init(&b->index, b->cap);
     b->entries = xcalloc(b->cap, sizeof(*b->entries));
     b->links_cap = max_engagements;
-    b->links_mask_max = table_slots(b->links_cap) - 1;
-    b->links_mask =
-        TABLE_SLOTS_MIN - 1 < b->links_mask_max ? TABLE_SLOTS_MIN - 1 : b->links_mask_max;
-    b->links_table = xcalloc(b->links_mask_max + 1, sizeof(*b->links_table));
+    index_init(&b->links_index, b->links_cap);
     b->links = xcalloc(b->links_cap, sizeof(*b->links));
     b->keys_cap = b->cap * COUNTER_KEY_MAX + b->links_cap * PREFIX_MAX;
     b->keys = xcalloc(b->keys_cap, 1);
@@ -172,9 +187,9 @@ void storage__counters_free(counter_batch_t *b)
 {
     if (b == NULL)
         return;
-    free(b->table);
+    free(b->index.slots);
     free(b->entries);
-    free(b->links_table);
+    free(b->links_index.slots);
     free(b->links);
     free(b->keys);
     free(b->order);
@@ -183,14 +198,8 @@ void storage__counters_free(counter_batch_t *b)
 
 void storage__counters_reset(counter_batch_t *b)
 {
-    if (b->n > 0)
-        memset(b->table, 0, (b->mask + 1) * sizeof(*b->table));
-    if (b->mask > TABLE_SLOTS_MIN - 1)
-        b->mask = TABLE_SLOTS_MIN - 1;
-    if (b->nlinks > 0)
-        memset(b->links_table, 0, (b->links_mask + 1) * sizeof(*b->links_table));
-    if (b->links_mask > TABLE_SLOTS_MIN - 1)
-        b->links_mask = TABLE_SLOTS_MIN - 1;
+    index_reset(&b->index, b->n);
+    index_reset(&b->links_index, b->nlinks);
     b->n = 0;
     b->nlinks = 0;
     b->keys_len = 0;
@@ -328,6 +337,38 @@ static uint64_t key_word(const uint8_t *key, size_t klen, size_t at)
     return (uint64_t)get_be32(b) << 32 | get_be32(b + 4);
 }
 
+/* What an index probe looks for: a key (or link prefix) and its hash. */
+typedef struct probe {
+    const counter_batch_t *b;
+    const uint8_t *key;
+    size_t len;
+    uint64_t hash;
+} probe_t;
+
+static bool same_entry(const void *ctx, size_t e)
+{
+    const probe_t *p = ctx;
+    const counter_entry_t *c = &p->b->entries[e];
+    return c->hash == p->hash && c->klen == p->len && memcmp(c->key, p->key, p->len) == 0;
+}
+
+static bool same_link(const void *ctx, size_t e)
+{
+    const probe_t *p = ctx;
+    const link_counts_t *l = &p->b->links[e];
+    return l->hash == p->hash && l->plen == p->len && memcmp(l->prefix, p->key, p->len) == 0;
+}
+
+static uint64_t entry_hash(const void *ctx, size_t e)
+{
+    return ((const probe_t *)ctx)->b->entries[e].hash;
+}
+
+static uint64_t link_hash(const void *ctx, size_t e)
+{
+    return ((const probe_t *)ctx)->b->links[e].hash;
+}
+
 /* Copies n bytes into the batch's arena. The tables hold at most their
  * capacity of keys, and the arena room for each at its longest. */
 static const uint8_t *arena_copy(counter_batch_t *b, const uint8_t *p, size_t n)
@@ -350,30 +391,22 @@ static void counter_add_n(counter_batch_t *b, const uint8_t *prefix, size_t plen
     key[plen] = facet;
     if (vlen > 0)
         memcpy(key + plen + 1, value, vlen);
-    uint64_t h = key_hash(key, klen);
-    if (b->n + 1 > (b->mask + 1) / 2 && b->mask < b->mask_max)
-        table_grow(b->table, &b->mask, b->n, entry_hash, b);
-    for (size_t i = h & b->mask;; i = (i + 1) & b->mask) {
-        uint32_t at = b->table[i];
-        if (at == 0) {
-            /* The writer flushes before more engagements are pending than the
-             * batch was made for, so the table cannot fill. */
-            if (b->n >= b->cap)
-                abort();
-            counter_entry_t *c = &b->entries[b->n];
-            c->count = count;
-            c->hash = h;
-            c->klen = (uint16_t)klen;
-            c->key = arena_copy(b, key, klen);
-            b->table[i] = (uint32_t)++b->n;
-            return;
-        }
-        counter_entry_t *c = &b->entries[at - 1];
-        if (c->hash == h && c->klen == klen && memcmp(c->key, key, klen) == 0) {
-            c->count += count;
-            return;
-        }
+    probe_t want = {b, key, klen, key_hash(key, klen)};
+    uint32_t *slot = index_slot(&b->index, b->n, want.hash, same_entry, entry_hash, &want);
+    if (*slot != 0) {
+        b->entries[*slot - 1].count += count;
+        return;
     }
+    /* The writer seals a batch before more engagements are pending than it
+     * was made for, so the entries cannot run out. */
+    if (b->n >= b->cap)
+        abort();
+    counter_entry_t *c = &b->entries[b->n];
+    c->count = count;
+    c->hash = want.hash;
+    c->klen = (uint16_t)klen;
+    c->key = arena_copy(b, key, klen);
+    *slot = (uint32_t)++b->n;
 }
 
 static void counter_add_string(counter_batch_t *b, const uint8_t *prefix, size_t plen,
@@ -385,27 +418,20 @@ static void counter_add_string(counter_batch_t *b, const uint8_t *prefix, size_t
 /* The link's counts for the hour the prefix names, made on first use. */
 static link_counts_t *link_counts(counter_batch_t *b, const uint8_t *prefix, size_t plen)
 {
-    uint64_t h = key_hash(prefix, plen);
+    probe_t want = {b, prefix, plen, key_hash(prefix, plen)};
+    uint32_t *slot = index_slot(&b->links_index, b->nlinks, want.hash, same_link, link_hash, &want);
 
-    if (b->nlinks + 1 > (b->links_mask + 1) / 2 && b->links_mask < b->links_mask_max)
-        table_grow(b->links_table, &b->links_mask, b->nlinks, link_hash, b);
-    for (size_t i = h & b->links_mask;; i = (i + 1) & b->links_mask) {
-        uint32_t at = b->links_table[i];
-        if (at == 0) {
-            if (b->nlinks >= b->links_cap)
-                abort();
-            link_counts_t *l = &b->links[b->nlinks];
-            memset(l, 0, sizeof(*l));
-            l->hash = h;
-            l->plen = (uint8_t)plen;
-            l->prefix = arena_copy(b, prefix, plen);
-            b->links_table[i] = (uint32_t)++b->nlinks;
-            return l;
-        }
-        link_counts_t *l = &b->links[at - 1];
-        if (l->hash == h && l->plen == plen && memcmp(l->prefix, prefix, plen) == 0)
-            return l;
-    }
+    if (*slot != 0)
+        return &b->links[*slot - 1];
+    if (b->nlinks >= b->links_cap)
+        abort();
+    link_counts_t *l = &b->links[b->nlinks];
+    memset(l, 0, sizeof(*l));
+    l->hash = want.hash;
+    l->plen = (uint8_t)plen;
+    l->prefix = arena_copy(b, prefix, plen);
+    *slot = (uint32_t)++b->nlinks;
+    return l;
 }
 
 static void counters_collect(counter_batch_t *b, const storage_engagement_t *e)
@@ -657,17 +683,29 @@ int storage__counters_apply(storage_txn_t *txn, uint64_t last_seq)
     return write_counters_seq(txn, last_seq);
 }
 
-static int read_counters_seq(storage_txn_t *txn, uint64_t *seq)
+/* Finds meta's value under name and checks its version byte: STORAGE_NOTFOUND
+ * when absent; *r then reads what follows the version. */
+static int get_meta(storage_txn_t *txn, const char *name, rbuf_t *r)
 {
-    MDB_val k = {strlen(META_COUNTERS_SEQ), (void *)META_COUNTERS_SEQ}, v;
+    MDB_val k = {strlen(name), (void *)name}, v;
     int rc = mdb_get(txn->txn, txn->s->dbi[DB_META], &k, &v);
 
     if (rc == MDB_NOTFOUND)
         return STORAGE_NOTFOUND;
     if (rc != 0)
         return storage__fail(rc, "read", "meta");
-    rbuf_t r = {v.mv_data, v.mv_size, false};
-    if (rb_u8(&r) != STORAGE_VERSION || r.left != 8)
+    *r = (rbuf_t){v.mv_data, v.mv_size, false};
+    return rb_u8(r) == STORAGE_VERSION ? STORAGE_OK : storage__damaged("meta");
+}
+
+static int read_counters_seq(storage_txn_t *txn, uint64_t *seq)
+{
+    rbuf_t r;
+    int ret = get_meta(txn, META_COUNTERS_SEQ, &r);
+
+    if (ret != STORAGE_OK)
+        return ret;
+    if (r.left != 8)
         return storage__damaged("meta");
     *seq = rb_u64(&r);
     return STORAGE_OK;
@@ -681,16 +719,11 @@ typedef struct progress {
 
 static int read_progress(storage_txn_t *txn, progress_t *p)
 {
-    MDB_val k = {strlen(META_COUNTERS_PROGRESS), (void *)META_COUNTERS_PROGRESS}, v;
-    int rc = mdb_get(txn->txn, txn->s->dbi[DB_META], &k, &v);
+    rbuf_t r;
+    int ret = get_meta(txn, META_COUNTERS_PROGRESS, &r);
 
-    if (rc == MDB_NOTFOUND)
-        return STORAGE_NOTFOUND;
-    if (rc != 0)
-        return storage__fail(rc, "read", "meta");
-    rbuf_t r = {v.mv_data, v.mv_size, false};
-    if (rb_u8(&r) != STORAGE_VERSION)
-        return storage__damaged("meta");
+    if (ret != STORAGE_OK)
+        return ret;
     p->from = rb_u64(&r);
     p->to = rb_u64(&r);
     p->klen = rb_u16(&r);

@@ -786,6 +786,16 @@ static uint64_t total_clicks(storage_t *s, const char *code)
     return total;
 }
 
+/* Waits for a child that must have died of SIGKILL. */
+static void expect_killed(pid_t pid)
+{
+    int status;
+
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFSIGNALED(status));
+    assert_int_equal(WTERMSIG(status), SIGKILL);
+}
+
 /* The child pushes clicks, lets one counter flush happen, pushes more, and is
  * killed with SIGKILL as soon as all are durable: counters written and not. */
 static void crash_after_commit(const char *dir, int first, int second)
@@ -817,7 +827,6 @@ static void crash_after_commit(const char *dir, int first, int second)
 static void storage_counters_recounted_after_kill(void **state)
 {
     fixture_t *f = fixture_new();
-    int status;
 
     (void)state;
     fixture_open(f);
@@ -828,9 +837,7 @@ static void storage_counters_recounted_after_kill(void **state)
     assert_true(pid >= 0);
     if (pid == 0)
         crash_after_commit(f->dir, 1500, 2500);
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    assert_true(WIFSIGNALED(status));
-    assert_int_equal(WTERMSIG(status), SIGKILL);
+    expect_killed(pid);
 
     for (int restart = 0; restart < 2; restart++) {
         fixture_open(f);
@@ -897,7 +904,6 @@ static void crash_while_counters_written(const char *dir)
 static void storage_counters_exact_after_kill_mid_write(void **state)
 {
     fixture_t *f = fixture_new();
-    int status;
 
     (void)state;
     fixture_open(f);
@@ -907,9 +913,7 @@ static void storage_counters_exact_after_kill_mid_write(void **state)
     assert_true(pid >= 0);
     if (pid == 0)
         crash_while_counters_written(f->dir);
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    assert_true(WIFSIGNALED(status));
-    assert_int_equal(WTERMSIG(status), SIGKILL);
+    expect_killed(pid);
 
     for (int restart = 0; restart < 2; restart++) {
         fixture_open(f);
