@@ -10,6 +10,7 @@
 #define SHORTLINKD_APP_H
 
 #include <h2o.h>
+#include <h2o/http1.h>
 #include <h2o/multithread.h>
 #include <jansson.h>
 #include <openssl/ssl.h>

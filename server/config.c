@@ -78,10 +78,11 @@ static const flag_t flags[] = {
      "longest wait before a group of clicks is committed (2)"},
     {"map-size-mb", OPT_MAP_SIZE_MB, true, "LMDB map size in MiB (65536, sparse)"},
     {"queue-capacity", OPT_QUEUE_CAPACITY, true,
-     "clicks waiting for the writer before new ones are dropped and counted (65536)"},
+     "clicks waiting for the writer: past half, redirects wait for it; past all, new clicks "
+     "are dropped and counted (65536)"},
     {"writer-nice", OPT_WRITER_NICE, true,
-     "nice value of the storage writer thread, 0 to 19: above 0 it leaves a shared core to "
-     "redirects (5)"},
+     "how much nicer than the workers the storage writer thread runs, 0 to 19, so that it "
+     "leaves a shared core to redirects (5)"},
     {"no-warm", OPT_NO_WARM, false,
      "do not map the whole store into memory in the background at start"},
     {"webhook-retry-delays", OPT_RETRY_DELAYS, true,
@@ -152,7 +153,8 @@ static bool parse_ulong(const char *s, unsigned long min, unsigned long max, uns
 
     errno = 0;
     unsigned long v = strtoul(s, &end, 10);
-    if (errno != 0 || end == s || *end != '\0' || v < min || v > max || s[0] == '-')
+    /* strtoul would take leading spaces and a sign: a number is digits. */
+    if (!isdigit((unsigned char)s[0]) || errno != 0 || *end != '\0' || v < min || v > max)
         return false;
     *out = v;
     return true;
@@ -378,14 +380,16 @@ static void set_defaults(config_t *cfg)
     cfg->log_level = LOG_INFO;
 }
 
-static int apply_environment(config_t *cfg, char *err, size_t errlen)
+/* Applies the environment twins of the flags the command line does not give
+ * (given[i] for flags[i]); a bad value is reported under the variable's name. */
+static int apply_environment(config_t *cfg, const bool *given, char *err, size_t errlen)
 {
     for (size_t i = 0; i < N_FLAGS; i++) {
-        char env[64] = "SHORTLINKD_";
+        char env[64] = "SHORTLINKD_", why[384];
         size_t n = strlen(env);
 
-        if (flags[i].id == OPT_HELP || flags[i].id == OPT_NAME || flags[i].id == OPT_ID ||
-            flags[i].id == OPT_TO)
+        if (given[i] || flags[i].id == OPT_HELP || flags[i].id == OPT_NAME ||
+            flags[i].id == OPT_ID || flags[i].id == OPT_TO)
             continue;
         for (const char *p = flags[i].name; *p != '\0' && n + 1 < sizeof(env); p++)
             env[n++] = *p == '-' ? '_' : (char)toupper((unsigned char)*p);
@@ -393,14 +397,10 @@ static int apply_environment(config_t *cfg, char *err, size_t errlen)
         const char *v = getenv(env);
         if (v == NULL || v[0] == '\0')
             continue;
-        if (!flags[i].has_arg) {
-            if (strcmp(v, "0") != 0 && strcmp(v, "false") != 0 &&
-                apply(cfg, flags[i].id, v, err, errlen) != 0)
-                return -1;
+        if (!flags[i].has_arg && (strcmp(v, "0") == 0 || strcmp(v, "false") == 0))
             continue;
-        }
-        if (apply(cfg, flags[i].id, v, err, errlen) != 0)
-            return -1;
+        if (apply(cfg, flags[i].id, v, why, sizeof(why)) != 0)
+            return fail(err, errlen, "%s (from %s)", why, env);
     }
     return 0;
 }
@@ -484,22 +484,34 @@ int config_parse(config_t *cfg, int argc, char **argv, char *err, size_t errlen)
 {
     struct option longopts[N_FLAGS + 1];
 
+    bool given[N_FLAGS] = {false};
+    int c, at;
+
     set_defaults(cfg);
     if (parse_command(cfg, &argc, &argv, err, errlen) != 0)
         return -1;
-    config_command_t command = cfg->command;
-    if (apply_environment(cfg, err, errlen) != 0)
-        return -1;
-    cfg->command = command;
-
     for (size_t i = 0; i < N_FLAGS; i++) {
         longopts[i] = (struct option){flags[i].name, flags[i].has_arg ? required_argument : 0, NULL,
                                       flags[i].id};
     }
     longopts[N_FLAGS] = (struct option){NULL, 0, NULL, 0};
     opterr = 0;
+    /* First the flags given, so that the command line overrides the
+     * environment: a twin of a flag given is not even read. */
     optind = 1;
-    int c;
+    bool help = cfg->command == CONFIG_CMD_HELP;
+    while ((c = getopt_long(argc, argv, "h", longopts, &at)) != -1) {
+        if (c == 'h' || c == OPT_HELP)
+            help = true;
+        else if (c != '?' && c != ':')
+            given[at] = true;
+    }
+    config_command_t command = cfg->command;
+    if (!help && apply_environment(cfg, given, err, errlen) != 0)
+        return -1;
+    cfg->command = command;
+
+    optind = 1;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         if (c == 'h') {
             cfg->command = CONFIG_CMD_HELP;

@@ -183,6 +183,26 @@ static void *warm_main(void *arg)
     return NULL;
 }
 
+/* Turns of 10 ms a stopping worker gives requests in flight (API jobs
+ * waiting on the writer, say), and then its connections, to finish. */
+#define SHUTDOWN_GRACE_TURNS 20
+#define SHUTDOWN_TURNS       300
+
+static int shut_down_socket(h2o_req_t *req, void *unused)
+{
+    h2o_socket_t *sock = req->conn->callbacks->get_socket(req->conn);
+
+    (void)unused;
+    if (sock != NULL)
+        shutdown(h2o_socket_get_fd(sock), SHUT_RDWR);
+    return 0;
+}
+
+static bool connections_closed(h2o_context_t *ctx)
+{
+    return h2o_linklist_is_empty(&ctx->http1._conns) && h2o_linklist_is_empty(&ctx->http2._conns);
+}
+
 static void *worker_main(void *arg)
 {
     worker_t *w = arg;
@@ -207,13 +227,40 @@ static void *worker_main(void *arg)
         atomic_store(&w->seen_epoch, atomic_load(&w->app->epoch));
     }
 
-    /* Stop accepting, then give requests already in flight (API jobs waiting on
-     * the writer) a moment to be answered. */
+    /* Stop accepting, and ask every connection to close: idle keep-alive ones
+     * at once, busy ones once their response (an API job waiting on the
+     * writer, say) is out, HTTP/2 ones with GOAWAY. Disposing the context
+     * with a connection still open fails an assertion inside h2o. */
     stop_listener(plain);
     stop_listener(tls);
-    for (int i = 0; i < 10; i++)
+    /* HTTP/1: each answer from now on closes its connection. HTTP/2: GOAWAY,
+     * whose follow-up timer (one second) must fire before the context goes. */
+    w->ctx.shutdown_requested = 1;
+    if (!h2o_linklist_is_empty(&w->ctx.http2._conns))
+        h2o_context_request_shutdown(&w->ctx);
+    for (int i = 0; i < SHUTDOWN_GRACE_TURNS && !connections_closed(&w->ctx); i++)
+        h2o_evloop_run(loop, 10);
+    /* Idle keep-alive connections wait for a request that will not come:
+     * their sockets are shut down, and h2o closes them on reading the end. */
+    H2O_HTTP1_CALLBACKS.foreach_request(&w->ctx, shut_down_socket, NULL);
+    for (int i = 0;
+         i < SHUTDOWN_TURNS && !(connections_closed(&w->ctx) &&
+                                 !h2o_timeout_is_linked(&w->ctx.http2._graceful_shutdown_timeout));
+         i++)
+        h2o_evloop_run(loop, 10);
+    /* A few more turns for what closing them scheduled (sockets are freed,
+     * and their timers unlinked, on a later turn). */
+    for (int i = 0; i < 5; i++)
         h2o_evloop_run(loop, 10);
     h2o_multithread_unregister_receiver(w->ctx.queue, &w->results);
+    if (!connections_closed(&w->ctx) ||
+        h2o_timeout_is_linked(&w->ctx.http2._graceful_shutdown_timeout)) {
+        /* A client that keeps its request half sent: the process is about to
+         * exit, which closes it; the context is left as it is. */
+        log_msg(LOG_WARN, "http", "worker %u: connections still open after %d ms; not waiting",
+                w->index, SHUTDOWN_TURNS * 10);
+        return NULL;
+    }
     /* TODO: h2o 2.2's context keeps its multithread queue (176 bytes per
      * worker) past h2o_context_dispose, and destroying it here crashes. */
     h2o_context_dispose(&w->ctx);
@@ -418,6 +465,8 @@ static void setup_h2o(app_t *app)
 {
     h2o_config_init(&app->h2o);
     app->h2o.server_name = h2o_iovec_init(H2O_STRLIT("shortlinkd"));
+    /* At stop, HTTP/2 clients that ignore GOAWAY are closed a second later. */
+    app->h2o.http2.graceful_shutdown_timeout = 1000;
     /* Bodies past --max-body get a JSON 413 from the API; h2o's own limit is a
      * backstop far above it. */
     app->h2o.max_request_entity_size = app->cfg->max_body * 4 + 1024 * 1024;

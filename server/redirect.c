@@ -3,7 +3,8 @@
  * worker's read transaction, build the Location, find the visitor's country,
  * hand the engagement to the writer's queue, answer. Nothing here waits on disk
  * or takes a lock shared with other workers; the only allocations come from
- * h2o's request pool.
+ * h2o's request pool, but for a long URL that does not fit beside its query
+ * in the click queue (over 4 KB together), which the queue copies to the heap.
  */
 #include <stdio.h>
 #include <string.h>
@@ -262,7 +263,8 @@ static h2o_iovec_t passed_params(const storage_link_t *link, const char *locatio
  * transaction, so the writer need not look it up again). A full queue is
  * counted in the storage statistics and logged once a second by the server,
  * not once per click. */
-#define BACKLOG_PAUSE_NS 50000L
+#define BACKLOG_PAUSE_NS   50000L
+#define BACKLOG_PAUSES_MAX 100 /* 5 ms at most per click */
 
 static void record(worker_t *w, h2o_req_t *req, const storage_link_t *link, storage_kind_t kind,
                    const char *referrer, h2o_iovec_t passed)
@@ -293,13 +295,19 @@ static void record(worker_t *w, h2o_req_t *req, const storage_link_t *link, stor
         worker_count(&w->metrics.bots);
     (void)storage_engagement_push(w->app->storage, &e);
     /* Backpressure: with the writer behind (a burst, or counters spread over
-     * millions of links), this worker pauses a moment after each click, which
-     * slows the clicks down and leaves the core to the writer, instead of
-     * letting the queue fill and drop them. */
+     * millions of links), this worker waits after queuing its click until the
+     * writer has brought the queue under half full again (or a few ms have
+     * passed), which slows the clicks down to what the writer can keep and
+     * leaves it the core, instead of letting the queue fill and drop them. A
+     * fixed pause per click did not: many workers still outran the writer. */
     if (storage_engagement_backlogged(w->app->storage)) {
         struct timespec pause = {0, BACKLOG_PAUSE_NS};
         worker_count(&w->metrics.backlog_pauses);
-        nanosleep(&pause, NULL);
+        for (int i = 0; i < BACKLOG_PAUSES_MAX; i++) {
+            nanosleep(&pause, NULL);
+            if (!storage_engagement_backlogged(w->app->storage))
+                break;
+        }
     }
 }
 

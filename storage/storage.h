@@ -55,9 +55,10 @@ typedef struct storage_options {
     const char *dir;            /* created if missing (mode 0700) */
     size_t map_size;            /* bytes; 0 gives 64 GiB (sparse) */
     unsigned flush_interval_ms; /* longest a group waits before commit; 0 gives 2 */
-    /* Added by storage: the writer thread's nice value (0 to 19). Above the
-     * workers' 0 it yields a shared core to the redirect path; a backlog of
-     * clicks still gets it the CPU (storage_engagement_backlogged). */
+    /* Added by storage: how much nicer than the process the writer thread
+     * runs (0 to 19; the result stops at 19). Above the workers it yields a
+     * shared core to the redirect path; a backlog of clicks still gets it the
+     * CPU (storage_engagement_backlogged). */
     int writer_nice;
     unsigned batch_max;      /* records per write transaction; 0 gives 4096 */
     unsigned queue_capacity; /* engagement slots, rounded up to a power of 2; 0 gives 65536 */
@@ -166,11 +167,11 @@ typedef struct storage_engagement {
                                                 bytes, copied (up to STORAGE_QUERY_MAX); read: borrowed */
     /* The link's group and long URL when the click was served. A pusher that
      * has the link (the redirect path) gives both and they are recorded as
-     * given, sparing the writer a second lookup; with either left empty (or
-     * too long to queue beside the query) the writer takes them from the link
-     * at commit time, and a link deleted by then makes the engagement unknown. */
+     * given, sparing the writer a second lookup; with either left empty the
+     * writer takes them from the link at commit time, and a link gone by then
+     * makes the engagement unknown. */
     char group_guid[STORAGE_GUID_LEN + 1];
-    storage_bytes_t long_url; /* pushed: copied when it fits; read: borrowed */
+    storage_bytes_t long_url; /* pushed: copied; read: borrowed */
 } storage_engagement_t;
 
 /* The names used in counters, metrics and webhook bodies: "click", "qr_scan",
@@ -178,8 +179,10 @@ typedef struct storage_engagement {
 const char *storage_kind_name(uint8_t kind);
 const char *storage_device_name(uint8_t device);
 
-/* Copies the engagement into the writer's queue. Lock-free, never blocks, never
- * allocates. STORAGE_FULL (and a drop counted in the stats) when the queue is full. */
+/* Copies the engagement into the writer's queue. Lock-free, never blocks, and
+ * allocates only for a long URL that does not fit beside its query in the
+ * queue (over STORAGE_QUERY_MAX together). STORAGE_FULL (and a drop counted in
+ * the stats) when the queue is full. */
 int storage_engagement_push(storage_t *s, const storage_engagement_t *e);
 /* Added by storage: whether more than half of the queue waits for the writer,
  * the sign for producers to slow down before clicks have to be dropped; then

@@ -67,6 +67,7 @@ typedef struct queued_engagement {
     char group_guid[STORAGE_GUID_LEN + 1]; /* "" when the writer looks the link up */
     uint16_t query_len;
     uint16_t url_len; /* the long URL, after the query in the slot's bytes; 0: look it up */
+    char *url_heap;   /* or here, when it does not fit there; the writer frees it */
 } queued_engagement_t;
 
 typedef struct storage_job storage_job_t;
@@ -123,6 +124,7 @@ struct storage {
     uint64_t counters_since_us;      /* monotonic time of the oldest gathered */
     char *scratch_query;             /* STORAGE_QUERY_MAX bytes: a popped slot's query and URL */
     char *scratch_record;            /* one encoded engagement, allocated on first use */
+    char *popped_url;                /* the popped engagement's url_heap, freed once stored */
 
     /* Statistics, read by any thread. */
     _Atomic uint64_t st_recorded;

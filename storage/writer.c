@@ -177,16 +177,22 @@ static void fill_slot(storage_t *s, queued_engagement_t *slot, size_t pos,
     char *bytes = s->queries + (pos & s->mask) * STORAGE_QUERY_MAX;
     if (qlen > 0)
         memcpy(bytes, e->query.ptr, qlen);
-    /* The link as served, when it came with the click and fits beside the query. */
+    /* The link as served, when it came with the click: beside the query, or
+     * (a long URL with a long query, rare) in a heap copy. */
     slot->url_len = 0;
+    slot->url_heap = NULL;
     slot->group_guid[0] = '\0';
-    if (e->group_guid[0] != '\0' && e->long_url.len > 0 &&
-        e->long_url.len <= STORAGE_QUERY_MAX - qlen) {
+    if (e->group_guid[0] == '\0' || e->long_url.len == 0 || e->long_url.len > STORAGE_URL_MAX)
+        return;
+    if (e->long_url.len <= STORAGE_QUERY_MAX - qlen)
         memcpy(bytes + qlen, e->long_url.ptr, e->long_url.len);
-        slot->url_len = (uint16_t)e->long_url.len;
-        memcpy(slot->group_guid, e->group_guid, sizeof(slot->group_guid));
-        slot->group_guid[STORAGE_GUID_LEN] = '\0';
-    }
+    else if ((slot->url_heap = malloc(e->long_url.len)) != NULL)
+        memcpy(slot->url_heap, e->long_url.ptr, e->long_url.len);
+    else
+        return; /* out of memory: the writer looks the link up instead */
+    slot->url_len = (uint16_t)e->long_url.len;
+    memcpy(slot->group_guid, e->group_guid, sizeof(slot->group_guid));
+    slot->group_guid[STORAGE_GUID_LEN] = '\0';
 }
 
 int storage_engagement_push(storage_t *s, const storage_engagement_t *e)
@@ -251,12 +257,14 @@ static bool pop_engagement(storage_t *s, storage_engagement_t *e)
     memcpy(e->code, slot->code, sizeof(e->code));
     memcpy(e->referrer, slot->referrer, sizeof(e->referrer));
     memcpy(s->scratch_query, s->queries + (pos & s->mask) * STORAGE_QUERY_MAX,
-           (size_t)slot->query_len + slot->url_len);
+           (size_t)slot->query_len + (slot->url_heap != NULL ? 0 : slot->url_len));
     e->query.ptr = s->scratch_query;
     e->query.len = slot->query_len;
+    s->popped_url = slot->url_heap;
     if (slot->url_len > 0) {
         memcpy(e->group_guid, slot->group_guid, sizeof(e->group_guid));
-        e->long_url.ptr = s->scratch_query + slot->query_len;
+        e->long_url.ptr =
+            slot->url_heap != NULL ? slot->url_heap : s->scratch_query + slot->query_len;
         e->long_url.len = slot->url_len;
     }
 
@@ -320,6 +328,8 @@ static size_t store_engagements(storage_t *s, MDB_txn *parent, size_t limit, siz
         (*taken)++;
         e.seq = s->next_seq;
         rc = storage__engagement_store(&t, &e);
+        free(s->popped_url);
+        s->popped_url = NULL;
         if (rc == STORAGE_NOTFOUND) {
             unknown++; /* the link was deleted between the click and now */
             continue;
@@ -750,12 +760,18 @@ static void *writer_main(void *arg)
     storage_t *s = arg;
     size_t batch_max = s->opts.batch_max;
 
-    /* Linux gives each thread its own nice value; raising it needs no
-     * privilege, so this fails only on a system without per-thread nice. */
-    if (s->opts.writer_nice > 0 &&
-        setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), s->opts.writer_nice) != 0) {
-        storage__set_error("storage: cannot lower the writer's priority: %s", strerror(errno));
-        remember_failure(s);
+    /* Linux gives each thread its own nice value. The writer's is the
+     * process's plus writer_nice (at most 19): raising it needs no privilege,
+     * so this fails only on a system without per-thread nice. */
+    if (s->opts.writer_nice > 0) {
+        id_t tid = (id_t)syscall(SYS_gettid);
+        errno = 0;
+        int base = getpriority(PRIO_PROCESS, tid);
+        int nice = (errno == 0 ? base : 0) + s->opts.writer_nice;
+        if (setpriority(PRIO_PROCESS, tid, nice < 19 ? nice : 19) != 0) {
+            storage__set_error("storage: cannot lower the writer's priority: %s", strerror(errno));
+            remember_failure(s);
+        }
     }
 
     for (;;) {

@@ -127,3 +127,23 @@ test('cli_bitly_style_ids_name_our_links_everywhere', async () => {
     await server.stop();
   }
 });
+
+test('cli_environment_twins_yield_to_flags_and_are_named_when_bad', async () => {
+  const dir = tempDir();
+  // A bad twin is reported under its own name...
+  let r = run(['serve', '--data-dir', dir], { SHORTLINKD_WRITER_NICE: '20' });
+  assert.equal(r.status, 2);
+  assert.match(r.stderr, /expected 0 to 19 \(from SHORTLINKD_WRITER_NICE\)/);
+  // ...does not stop --help...
+  r = run(['--help'], { SHORTLINKD_WRITER_NICE: '20' });
+  assert.equal(r.status, 0);
+  // ...and is not even read when the flag is given.
+  const s = await startServer({ dataDir: dir, args: ['--writer-nice', '3'], env: { SHORTLINKD_WRITER_NICE: '20' } });
+  await s.stop();
+  // Numbers are digits: no sign, no leading space.
+  for (const v of [' 5', '+5', '-1']) {
+    r = run(['serve', '--data-dir', dir, '--writer-nice', v]);
+    assert.equal(r.status, 2, v);
+    assert.match(r.stderr, /--writer-nice .*expected 0 to 19/, v);
+  }
+});

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import http from 'node:http';
 import { test } from 'node:test';
-import { request, sleep, startServer } from '../lib/harness.mjs';
+import { request, sleep, startServer, tempDir } from '../lib/harness.mjs';
 
 async function metrics(server) {
   const r = await request(`${server.base}/metrics`);
@@ -42,8 +42,11 @@ test('the store is mapped into memory at start, and not with --no-warm', async (
 
 test('a queue too small for a burst slows the clicks down and drops none', async () => {
   // 1024 slots, and a writer that would otherwise wait 1 s to gather a
-  // group: a burst of 6000 clicks on 48 connections outruns it at once.
-  const s = await startServer({ args: ['--queue-capacity', '1024', '--flush-interval-ms', '1000'] });
+  // group: a burst of 6000 clicks on 48 connections, spread over more workers
+  // than cores, outruns it at once.
+  const s = await startServer({
+    args: ['--queue-capacity', '1024', '--flush-interval-ms', '1000', '--workers', '8'],
+  });
   try {
     const link = (await s.api('POST', '/v4/shorten', { long_url: 'https://example.com/burst' })).json();
     const path = `/${link.id.split('/')[1]}`;
@@ -92,4 +95,48 @@ test('the writer thread runs at a lower priority than the workers, as --writer-n
     assert.deepEqual(threadNices(flat.child.pid).filter((n) => n !== 0), []);
   } finally { await flat.stop(); }
   await assert.rejects(startServer({ args: ['--writer-nice', '20'] }), /writer-nice/);
+});
+
+// Sends n clicks over `sockets` keep-alive connections; resolves to how many
+// were answered with a 302 (some may fail when the server stops midway).
+function clicks(base, path, n, agent) {
+  let answered = 0;
+  return Promise.all(Array.from({ length: n }, () => new Promise((resolve) => {
+    http.get(`${base}${path}`, { agent, headers: { 'user-agent': 'Mozilla/5.0 (X11; Linux x86_64)' } },
+      (res) => {
+        if (res.statusCode === 302) answered++;
+        res.resume();
+        res.on('end', resolve);
+        res.on('error', resolve);
+      }).on('error', resolve);
+  }))).then(() => answered);
+}
+
+test('SIGTERM with keep-alive connections open stops cleanly and keeps every answered click', async () => {
+  const dataDir = tempDir();
+  let s = await startServer({ dataDir });
+  const link = (await s.api('POST', '/v4/shorten', { long_url: 'https://example.com/stop' })).json();
+  const path = `/${link.id.split('/')[1]}`;
+
+  // Idle keep-alive connections: the clients keep them open after 300 clicks.
+  const idle = new http.Agent({ keepAlive: true, maxSockets: 16 });
+  assert.equal(await clicks(s.base, path, 300, idle), 300);
+  // And a burst still under way when the signal comes.
+  const busy = new http.Agent({ keepAlive: true, maxSockets: 32 });
+  const burst = clicks(s.base, path, 3000, busy);
+  await sleep(30);
+  const { code, signal } = await s.stop('SIGTERM');
+  const answered = await burst;
+  idle.destroy();
+  busy.destroy();
+  assert.equal(signal, null, s.log);
+  assert.equal(code, 0, s.log);
+  assert.match(s.log, /stopped cleanly/);
+
+  s = await startServer({ dataDir });
+  try {
+    const r = await s.api('GET', `/v4/bitlinks/${link.id}/clicks/summary?unit=day&units=-1`);
+    const total = r.json().total_clicks;
+    assert.ok(total >= 300 + answered && total <= 3300, `${total} counted, ${300 + answered} answered`);
+  } finally { await s.stop(); }
 });

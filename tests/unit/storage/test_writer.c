@@ -161,9 +161,10 @@ static void storage_engagement_push_records_link_as_served(void **state)
     storage_reader_close(r);
 }
 
-/* A long URL that does not fit beside the query in the ring is looked up by
- * the writer instead, so the record still holds the link's own. */
-static void storage_engagement_push_long_url_looked_up(void **state)
+/* A long URL that does not fit beside the query in the ring still reaches the
+ * record as served (it goes through the heap), not as the link has it by the
+ * commit. */
+static void storage_engagement_push_long_url_as_served(void **state)
 {
     fixture_t *f = *state;
     storage_reader_t *r;
@@ -185,8 +186,9 @@ static void storage_engagement_push_long_url_looked_up(void **state)
     assert_int_equal(storage_reader_open(f->s, &r), STORAGE_OK);
     storage_txn_t *txn = storage_reader_begin(r);
     assert_int_equal(storage_engagement_get(txn, 1, &got), STORAGE_OK);
-    assert_string_equal(got.group_guid, "Bgroup00001");
-    assert_int_equal(got.long_url.len, strlen("https://example.com/own"));
+    assert_string_equal(got.group_guid, "Bgroup00002");
+    assert_int_equal(got.long_url.len, sizeof(url));
+    assert_memory_equal(got.long_url.ptr, url, sizeof(url));
     assert_int_equal(got.query.len, 100);
     storage_reader_end(r);
     storage_reader_close(r);
@@ -943,7 +945,7 @@ int main(void)
         cmocka_unit_test(storage_engagement_push_committed_with_link),
         cmocka_unit_test_setup_teardown(storage_engagement_push_records_link_as_served,
                                         fixture_setup, fixture_teardown),
-        cmocka_unit_test_setup_teardown(storage_engagement_push_long_url_looked_up, fixture_setup,
+        cmocka_unit_test_setup_teardown(storage_engagement_push_long_url_as_served, fixture_setup,
                                         fixture_teardown),
         cmocka_unit_test_setup_teardown(storage_writer_waits_for_unpublished_slot, fixture_setup,
                                         fixture_teardown),
