@@ -295,18 +295,21 @@ static void record(worker_t *w, h2o_req_t *req, const storage_link_t *link, stor
         worker_count(&w->metrics.bots);
     (void)storage_engagement_push(w->app->storage, &e);
     /* Backpressure: with the writer behind (a burst, or counters spread over
-     * millions of links), this worker waits after queuing its click until the
-     * writer has brought the queue under half full again (or a few ms have
-     * passed), which slows the clicks down to what the writer can keep and
-     * leaves it the core, instead of letting the queue fill and drop them. A
-     * fixed pause per click did not: many workers still outran the writer. */
-    if (storage_engagement_backlogged(w->app->storage)) {
+     * millions of links), this worker pauses after queuing its click, which
+     * slows the clicks down and leaves the core to the writer, instead of
+     * letting the queue fill and drop them. Past half full, one short pause
+     * per click; past seven eighths, it waits until the writer has brought the
+     * queue back under that (5 ms at most per click), since many workers can
+     * outrun a writer even pausing. Waiting from half full already held every
+     * request behind the writer's longest groups. */
+    unsigned backlog = storage_engagement_backlog(w->app->storage);
+    if (backlog >= 4) {
         struct timespec pause = {0, BACKLOG_PAUSE_NS};
         worker_count(&w->metrics.backlog_pauses);
-        for (int i = 0; i < BACKLOG_PAUSES_MAX; i++) {
+        nanosleep(&pause, NULL);
+        for (int i = 1; i < BACKLOG_PAUSES_MAX && backlog >= 7; i++) {
             nanosleep(&pause, NULL);
-            if (!storage_engagement_backlogged(w->app->storage))
-                break;
+            backlog = storage_engagement_backlog(w->app->storage);
         }
     }
 }

@@ -58,7 +58,7 @@ typedef struct storage_options {
     /* Added by storage: how much nicer than the process the writer thread
      * runs (0 to 19; the result stops at 19). Above the workers it yields a
      * shared core to the redirect path; a backlog of clicks still gets it the
-     * CPU (storage_engagement_backlogged). */
+     * CPU (storage_engagement_backlog). */
     int writer_nice;
     unsigned batch_max;      /* records per write transaction; 0 gives 4096 */
     unsigned queue_capacity; /* engagement slots, rounded up to a power of 2; 0 gives 65536 */
@@ -184,10 +184,10 @@ const char *storage_device_name(uint8_t device);
  * queue (over STORAGE_QUERY_MAX together). STORAGE_FULL (and a drop counted in
  * the stats) when the queue is full. */
 int storage_engagement_push(storage_t *s, const storage_engagement_t *e);
-/* Added by storage: whether more than half of the queue waits for the writer,
- * the sign for producers to slow down before clicks have to be dropped; then
- * it also wakes the writer, whose group is due at once. */
-bool storage_engagement_backlogged(storage_t *s);
+/* Added by storage: how full the queue is, in eighths (0 to 8), the sign for
+ * producers to slow down before clicks have to be dropped. From half full on
+ * it also wakes the writer, whose group is then due at once. */
+unsigned storage_engagement_backlog(storage_t *s);
 int storage_engagement_get(storage_txn_t *txn, uint64_t seq, storage_engagement_t *out);
 /* Calls cb for each stored engagement with seq > after_seq, in order. */
 int storage_engagement_scan(storage_txn_t *txn, uint64_t after_seq,

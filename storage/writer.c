@@ -228,13 +228,15 @@ out:
     return ret;
 }
 
-bool storage_engagement_backlogged(storage_t *s)
+unsigned storage_engagement_backlog(storage_t *s)
 {
-    if (queue_depth(s) <= (s->mask + 1) / 2)
-        return false;
+    size_t depth = queue_depth(s), cap = s->mask + 1;
+    unsigned eighths = depth >= cap ? 8 : (unsigned)(depth * 8 / cap);
+
     /* The writer sleeps until its group is due; a backlog makes it due now. */
-    pthread_cond_signal(&s->wake);
-    return true;
+    if (eighths >= 4)
+        pthread_cond_signal(&s->wake);
+    return eighths;
 }
 
 /* Takes the oldest published engagement into e (its query copied into the
