@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <time.h>
+#include <unistd.h>
 
 #define DEFAULT_MAP_SIZE ((size_t)64 << 30)
 #define MAX_READERS      1024
@@ -505,6 +506,12 @@ uint64_t storage_warm(storage_t *s, bool (*keep_going)(void *ctx), void *ctx)
         len = 0;
     else if (len > mapped)
         len = mapped;
+    /* A store larger than half the machine's memory would only push itself
+     * (and everything else) out of the page cache: its lookups fault as
+     * they come instead. */
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    if (pages > 0 && page > 0 && len > (size_t)pages / 2 * (size_t)page)
+        len = 0;
     while (done < len && (keep_going == NULL || keep_going(ctx))) {
         size_t n = len - done < WARM_CHUNK ? len - done : WARM_CHUNK;
         if (populate && madvise((void *)(base + done), n, MADV_POPULATE_READ) != 0) {

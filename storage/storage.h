@@ -336,9 +336,10 @@ void storage_get_stats(storage_t *s, storage_stats_t *out);
 /* Added by storage: maps every page the store uses into this process ahead of
  * use, so that lookups in a store far larger than the CPU caches (10 M links)
  * do not each begin with a page fault until the whole store has been touched
- * once. Reads the file when it is not in the page cache. Blocks: call it on a
- * thread of its own; it returns early once keep_going(ctx) says false. Returns
- * the bytes mapped. */
+ * once. Reads the file when it is not in the page cache; does nothing for a
+ * store larger than half the machine's memory. Blocks: call it on a thread of
+ * its own; it returns early once keep_going(ctx) says false. Returns the
+ * bytes mapped. */
 uint64_t storage_warm(storage_t *s, bool (*keep_going)(void *ctx), void *ctx);
 /* Added by storage: the reason the writer's last failed group commit gave (the
  * engagements it lost are in engagements_dropped), or "" when none has failed,
