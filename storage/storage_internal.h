@@ -118,7 +118,6 @@ struct storage {
     int64_t *batch_times; /* click times of the engagements in the open group */
     size_t batch_times_len;
     bool counters_lost;              /* memory holds increments of clicks never stored */
-    size_t counters_out_committed;   /* cs.out_pos as of the last commit */
     uint64_t counters_out_us;        /* time spent writing counters_out so far */
     uint64_t counters_flush_cost_us; /* ... and for the last one written whole */
     uint64_t counters_since_us;      /* monotonic time of the oldest gathered */

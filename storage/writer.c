@@ -489,7 +489,6 @@ static void restore_counters(storage_t *s, MDB_txn *txn, uint64_t now)
         return;
     }
     s->counters_lost = false;
-    s->counters_out_committed = s->cs.out_pos;
     s->counters_since_us = now;
 }
 
@@ -516,7 +515,6 @@ static void seal_counters(storage_t *s, uint64_t now)
     s->cs.out_pos = 0;
     s->cs.base = s->cs.out_to;
     s->cs.pending = 0;
-    s->counters_out_committed = 0;
     s->counters_out_us = 0;
     s->counters_since_us = now;
 }
@@ -627,7 +625,6 @@ out:
     if (txn != NULL)
         mdb_txn_abort(txn);
     if (committed) {
-        s->counters_out_committed = s->cs.out_pos;
         if (s->cs.out_busy && s->cs.out_pos >= storage__counters_keys(s->counters_out))
             finish_out(s); /* the mark moved past it with this commit */
     } else {
