@@ -203,6 +203,29 @@ static bool connections_closed(h2o_context_t *ctx)
     return h2o_linklist_is_empty(&ctx->http1._conns) && h2o_linklist_is_empty(&ctx->http2._conns);
 }
 
+/* Whether h2o_context_dispose may run: it asserts that no timer is linked in
+ * any of the context's timeouts, which a connection, a socket still in its
+ * TLS handshake, or HTTP/2's GOAWAY follow-up would each leave. */
+static bool context_idle(h2o_context_t *ctx)
+{
+    h2o_timeout_t *timeouts[] = {&ctx->zero_timeout,
+                                 &ctx->one_sec_timeout,
+                                 &ctx->hundred_ms_timeout,
+                                 &ctx->handshake_timeout,
+                                 &ctx->http1.req_timeout,
+                                 &ctx->http2.idle_timeout,
+                                 &ctx->http2.graceful_shutdown_timeout,
+                                 &ctx->proxy.io_timeout};
+
+    if (!connections_closed(ctx))
+        return false;
+    for (size_t i = 0; i < sizeof(timeouts) / sizeof(timeouts[0]); i++) {
+        if (!h2o_linklist_is_empty(&timeouts[i]->_entries))
+            return false;
+    }
+    return true;
+}
+
 static void *worker_main(void *arg)
 {
     worker_t *w = arg;
@@ -243,20 +266,17 @@ static void *worker_main(void *arg)
     /* Idle keep-alive connections wait for a request that will not come:
      * their sockets are shut down, and h2o closes them on reading the end. */
     H2O_HTTP1_CALLBACKS.foreach_request(&w->ctx, shut_down_socket, NULL);
-    for (int i = 0;
-         i < SHUTDOWN_TURNS && !(connections_closed(&w->ctx) &&
-                                 !h2o_timeout_is_linked(&w->ctx.http2._graceful_shutdown_timeout));
-         i++)
+    for (int i = 0; i < SHUTDOWN_TURNS && !context_idle(&w->ctx); i++)
         h2o_evloop_run(loop, 10);
     /* A few more turns for what closing them scheduled (sockets are freed,
      * and their timers unlinked, on a later turn). */
     for (int i = 0; i < 5; i++)
         h2o_evloop_run(loop, 10);
     h2o_multithread_unregister_receiver(w->ctx.queue, &w->results);
-    if (!connections_closed(&w->ctx) ||
-        h2o_timeout_is_linked(&w->ctx.http2._graceful_shutdown_timeout)) {
-        /* A client that keeps its request half sent: the process is about to
-         * exit, which closes it; the context is left as it is. */
+    if (!context_idle(&w->ctx)) {
+        /* A client that keeps its request half sent, or a TLS handshake that
+         * never finishes: the process is about to exit, which closes them;
+         * the context is left as it is. */
         log_msg(LOG_WARN, "http", "worker %u: connections still open after %d ms; not waiting",
                 w->index, SHUTDOWN_TURNS * 10);
         return NULL;

@@ -2,10 +2,12 @@
 // store warm-up at start, and backpressure that slows clicks down rather
 // than dropping them when the writer falls behind.
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
+import net from 'node:net';
 import { test } from 'node:test';
-import { request, sleep, startServer, tempDir } from '../lib/harness.mjs';
+import { freePort, request, sleep, startServer, tempDir } from '../lib/harness.mjs';
 
 async function metrics(server) {
   const r = await request(`${server.base}/metrics`);
@@ -139,4 +141,33 @@ test('SIGTERM with keep-alive connections open stops cleanly and keeps every ans
     const total = r.json().total_clicks;
     assert.ok(total >= 300 + answered && total <= 3300, `${total} counted, ${300 + answered} answered`);
   } finally { await s.stop(); }
+});
+
+test('SIGTERM with a TLS handshake never finished still stops cleanly', async () => {
+  const dir = tempDir();
+  const cert = `${dir}/cert.pem`;
+  const key = `${dir}/key.pem`;
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1',
+    '-nodes', '-keyout', key, '-out', cert, '-days', '2', '-subj', '/CN=127.0.0.1'], { stdio: 'ignore' });
+  const tlsPort = await freePort();
+  const s = await startServer({
+    args: ['--tls-listen', `127.0.0.1:${tlsPort}`, '--tls-cert', cert, '--tls-key', key],
+  });
+  // A client that connects to the TLS port and never says hello, and an idle
+  // plain keep-alive connection.
+  const silent = net.connect(tlsPort, '127.0.0.1');
+  silent.on('error', () => {});
+  await new Promise((resolve) => silent.once('connect', resolve));
+  const agent = new http.Agent({ keepAlive: true });
+  await new Promise((resolve) => http.get(`${s.base}/healthz`, { agent }, (res) => {
+    res.resume();
+    res.on('end', resolve);
+  }));
+  await sleep(100);
+  const { code, signal } = await s.stop('SIGTERM');
+  silent.destroy();
+  agent.destroy();
+  assert.equal(signal, null, s.log);
+  assert.equal(code, 0, s.log);
+  assert.match(s.log, /stopped cleanly/);
 });
