@@ -10,7 +10,7 @@ import crypto from 'node:crypto';
 import { after, test } from 'node:test';
 import { Webhook as StandardWebhook } from 'standardwebhooks';
 import { Webhook as SvixWebhook } from 'svix';
-import { request, sleep, startReceiver, startServer, tempDir } from '../lib/harness.mjs';
+import { request, sleep, startReceiver, startTracked, tempDir } from '../lib/harness.mjs';
 
 const BROWSER = 'Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0';
 const LOOPBACK = ['--webhook-allow-cidr', '127.0.0.0/8'];
@@ -28,13 +28,7 @@ async function receiver(answer = () => 200) {
   return rx;
 }
 
-// A restart passes the old port: the public URL, and so every body built
-// from it, stays the same.
-async function server(args, dataDir = tempDir(), port = undefined) {
-  const s = await startServer({ dataDir, args, port });
-  cleanup.push(() => s.stop('SIGKILL'));
-  return s;
-}
+const server = (args, dataDir, port) => startTracked(cleanup, args, dataDir, port);
 
 async function setup(s, rxUrl, extra = {}) {
   const user = (await s.api('GET', '/v4/user')).json();

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
 import { Webhook } from 'standardwebhooks';
-import { request, sleep, startReceiver, startServer, tempDir } from '../lib/harness.mjs';
+import { request, sleep, startReceiver, startTracked, tempDir } from '../lib/harness.mjs';
 
 const BROWSER = 'Mozilla/5.0 (Macintosh; Intel Mac OS X 14_0) AppleWebKit/605.1.15 Safari/605.1.15';
 const LOOPBACK = ['--webhook-allow-cidr', '127.0.0.0/8'];
@@ -23,13 +23,7 @@ async function receiver(handle = (res) => { res.writeHead(200); res.end('ok'); }
   return rx;
 }
 
-// A restart passes the old port: the public URL, and so every body built
-// from it, stays the same.
-async function server(args, dataDir = tempDir(), port = undefined) {
-  const s = await startServer({ dataDir, args, port });
-  cleanup.push(() => s.stop('SIGKILL'));
-  return s;
-}
+const server = (args, dataDir, port) => startTracked(cleanup, args, dataDir, port);
 
 async function hook(s, url, extra = {}) {
   const user = (await s.api('GET', '/v4/user')).json();

@@ -79,6 +79,15 @@ export async function startServer({ dataDir = tempDir(), port, args = [], env = 
   return server;
 }
 
+// startServer for a test file that stops what it started from one cleanup
+// list (killed, as a crash would). A restart passes the old port: the public
+// URL, and so every body built from it, stays the same.
+export async function startTracked(cleanup, args, dataDir = tempDir(), port = undefined) {
+  const s = await startServer({ dataDir, args, port });
+  cleanup.push(() => s.stop('SIGKILL'));
+  return s;
+}
+
 // One HTTP request without following redirects. Resolves to
 // {status, headers, body (string), raw (Buffer), json()}.
 export function request(url, { method = 'GET', headers = {}, body } = {}) {

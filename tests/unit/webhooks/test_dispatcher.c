@@ -434,6 +434,17 @@ static void hook_url(fixture_t *f, char *out, size_t outlen, const char *host)
     snprintf(out, outlen, "http://%s:%u/hook", host, (unsigned)f->rv.port);
 }
 
+/* The usual start: one webhook on host, one link "abc" in its group, the
+ * dispatcher running, and one click on the link. */
+static void one_hook_one_click(fixture_t *f, char *url, size_t len, const char *host)
+{
+    hook_url(f, url, len, host);
+    put_webhook(f, url, false);
+    put_link(f, "abc", GROUP_GUID, "https://example.com/");
+    dispatcher_up(f);
+    push_click(f, "abc", false, NULL);
+}
+
 /* ---- reading results back ---- */
 
 typedef struct seen {
@@ -564,11 +575,7 @@ static void webhook_dispatcher_retry_keeps_id_with_fresh_timestamp(void **state)
 
     /* A 2 s delay makes the retry's timestamp differ from the first one. */
     fixture_init(&f, script, 2, (const uint32_t[]){2, 2}, 2, true);
-    hook_url(&f, url, sizeof url, "127.0.0.1");
-    put_webhook(&f, url, false);
-    put_link(&f, "abc", GROUP_GUID, "https://example.com/");
-    dispatcher_up(&f);
-    push_click(&f, "abc", false, NULL);
+    one_hook_one_click(&f, url, sizeof url, "127.0.0.1");
 
     assert_true(wait_for_requests(&f.rv, 2, 15000));
     wait_for_attempts(&f, 2, &s);
@@ -597,11 +604,7 @@ static void webhook_dispatcher_gives_up_after_schedule(void **state)
     seen_t s;
 
     fixture_init(&f, script, 1, (const uint32_t[]){1, 1, 1}, 3, true);
-    hook_url(&f, url, sizeof url, "127.0.0.1");
-    put_webhook(&f, url, false);
-    put_link(&f, "abc", GROUP_GUID, "https://example.com/");
-    dispatcher_up(&f);
-    push_click(&f, "abc", false, NULL);
+    one_hook_one_click(&f, url, sizeof url, "127.0.0.1");
 
     assert_true(wait_for_requests(&f.rv, 4, 20000));
     wait_for_attempts(&f, 4, &s);
@@ -630,11 +633,7 @@ static void webhook_dispatcher_does_not_follow_redirects(void **state)
     fixture_init(&f, script, 1, NULL, 0, true);
     snprintf(f.rv.location, sizeof f.rv.location, "http://127.0.0.1:%u/followed",
              (unsigned)f.rv.port);
-    hook_url(&f, url, sizeof url, "127.0.0.1");
-    put_webhook(&f, url, false);
-    put_link(&f, "abc", GROUP_GUID, "https://example.com/");
-    dispatcher_up(&f);
-    push_click(&f, "abc", false, NULL);
+    one_hook_one_click(&f, url, sizeof url, "127.0.0.1");
 
     assert_true(wait_for_requests(&f.rv, 1, 10000));
     wait_for_attempts(&f, 1, &s);
@@ -655,11 +654,7 @@ static void webhook_dispatcher_resumes_after_restart(void **state)
     seen_t s;
 
     fixture_init(&f, script, 1, (const uint32_t[]){1, 1, 1}, 3, true);
-    hook_url(&f, url, sizeof url, "127.0.0.1");
-    put_webhook(&f, url, false);
-    put_link(&f, "abc", GROUP_GUID, "https://example.com/");
-    dispatcher_up(&f);
-    push_click(&f, "abc", false, NULL);
+    one_hook_one_click(&f, url, sizeof url, "127.0.0.1");
 
     assert_true(wait_for_requests(&f.rv, 2, 15000));
     /* Stop everything mid-schedule, as a restart does. */
@@ -695,11 +690,7 @@ static void webhook_dispatcher_refuses_blocked_address_at_connect(void **state)
      * 127.0.0.1 and ::1, and the socket check must refuse 127.0.0.1, where
      * the receiver listens. */
     fixture_init(&f, script, 1, NULL, 0, false);
-    hook_url(&f, url, sizeof url, "localhost");
-    put_webhook(&f, url, false);
-    put_link(&f, "abc", GROUP_GUID, "https://example.com/");
-    dispatcher_up(&f);
-    push_click(&f, "abc", false, NULL);
+    one_hook_one_click(&f, url, sizeof url, "localhost");
 
     wait_for_attempts(&f, 1, &s);
     assert_int_equal(receiver_count(&f.rv), 0);
@@ -718,11 +709,7 @@ static void webhook_dispatcher_410_deactivates(void **state)
     seen_t s;
 
     fixture_init(&f, script, 1, (const uint32_t[]){1, 1}, 2, true);
-    hook_url(&f, url, sizeof url, "127.0.0.1");
-    put_webhook(&f, url, false);
-    put_link(&f, "abc", GROUP_GUID, "https://example.com/");
-    dispatcher_up(&f);
-    push_click(&f, "abc", false, NULL);
+    one_hook_one_click(&f, url, sizeof url, "127.0.0.1");
 
     wait_for_attempts(&f, 1, &s);
     /* Later clicks make no delivery for an inactive webhook. */
