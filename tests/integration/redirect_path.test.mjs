@@ -153,11 +153,13 @@ test('SIGTERM with a TLS handshake never finished still stops cleanly', async ()
   const s = await startServer({
     args: ['--tls-listen', `127.0.0.1:${tlsPort}`, '--tls-cert', cert, '--tls-key', key],
   });
-  // A client that connects to the TLS port and never says hello, and an idle
-  // plain keep-alive connection.
+  // A client that starts its hello on the TLS port and never finishes it (the
+  // listener accepts a connection only once it has data), and an idle plain
+  // keep-alive connection.
   const silent = net.connect(tlsPort, '127.0.0.1');
   silent.on('error', () => {});
   await new Promise((resolve) => silent.once('connect', resolve));
+  silent.write(Buffer.from([0x16, 0x03, 0x01, 0x02, 0x00, 0x01]));
   const agent = new http.Agent({ keepAlive: true });
   await new Promise((resolve) => http.get(`${s.base}/healthz`, { agent }, (res) => {
     res.resume();
@@ -170,4 +172,33 @@ test('SIGTERM with a TLS handshake never finished still stops cleanly', async ()
   assert.equal(signal, null, s.log);
   assert.equal(code, 0, s.log);
   assert.match(s.log, /stopped cleanly/);
+});
+
+test('a client that connects and waits before its request is still answered', async () => {
+  // The listeners accept a connection once its first bytes arrive
+  // (TCP_DEFER_ACCEPT), which spares a wakeup per new connection; one that
+  // takes its time must still get its redirect, and its click must count.
+  const s = await startServer();
+  try {
+    const link = (await s.api('POST', '/v4/shorten', { long_url: 'https://example.com/slow' })).json();
+    const code = link.id.split('/')[1];
+    const sock = net.connect(s.port, '127.0.0.1');
+    await new Promise((resolve, reject) => { sock.once('connect', resolve); sock.once('error', reject); });
+    await sleep(2500);
+    let answer = '';
+    sock.on('data', (d) => { answer += d; });
+    const closed = new Promise((resolve) => sock.once('close', resolve));
+    sock.write(`GET /${code} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64)\r\n` +
+      'Connection: close\r\n\r\n');
+    await closed;
+    assert.match(answer, /^HTTP\/1\.1 302 /);
+    assert.match(answer, /\r\nlocation: https:\/\/example\.com\/slow\r\n/i);
+    const deadline = Date.now() + 5000;
+    let m = await metrics(s);
+    while (m.shortlinkd_engagements_recorded_total !== 1 && Date.now() < deadline) {
+      await sleep(20);
+      m = await metrics(s);
+    }
+    assert.equal(m.shortlinkd_engagements_recorded_total, 1);
+  } finally { await s.stop(); }
 });
