@@ -35,12 +35,13 @@ enum {
     STORAGE_ERROR = -1,
 };
 
-#define STORAGE_CODE_MAX     64         /* bytes in a short code */
-#define STORAGE_GUID_LEN     11         /* Bitly-style guid: a letter and ten base62 chars */
-#define STORAGE_URL_MAX      16384      /* bytes in a long URL */
-#define STORAGE_REFERRER_MAX 255        /* bytes in a referrer host */
-#define STORAGE_QUERY_MAX    4096       /* bytes of a forwarded query kept per engagement */
-#define STORAGE_DUE_FAILED   UINT64_MAX /* due time of a delivery that gave up */
+#define STORAGE_CODE_MAX        64         /* bytes in a short code */
+#define STORAGE_GUID_LEN        11         /* Bitly-style guid: a letter and ten base62 chars */
+#define STORAGE_URL_MAX         16384      /* bytes in a long URL */
+#define STORAGE_REFERRER_MAX    255        /* bytes in a referrer host */
+#define STORAGE_REFERRER_DIRECT "direct"   /* a click without a referrer (server/parse.c) */
+#define STORAGE_QUERY_MAX       4096       /* bytes of a forwarded query kept per engagement */
+#define STORAGE_DUE_FAILED      UINT64_MAX /* due time of a delivery that gave up */
 
 typedef struct storage storage_t;
 typedef struct storage_txn storage_txn_t;

@@ -124,6 +124,8 @@ struct storage {
     char *scratch_query;             /* STORAGE_QUERY_MAX bytes: a popped slot's query and URL */
     char *scratch_record;            /* one encoded engagement, allocated on first use */
     char *popped_url;                /* the popped engagement's url_heap, freed once stored */
+    uint64_t ran_since_us;           /* the writer last slept or paused then */
+    unsigned pace_count;             /* calls to storage__writer_pace since it read the clock */
 
     /* Statistics, read by any thread. */
     _Atomic uint64_t st_recorded;
@@ -164,8 +166,16 @@ int storage__engagement_store(storage_txn_t *txn, storage_engagement_t *e);
 /* Forgets the counter increments gathered in b. */
 void storage__counters_reset(counter_batch_t *b);
 /* Folds and sorts b's increments for writing; returns how many keys. */
-size_t storage__counters_seal(counter_batch_t *b);
+size_t storage__counters_seal(storage_t *s, counter_batch_t *b);
+/* Called by the writer between small steps of long work (an engagement, a
+ * counter key, a pass of the sort): after WRITER_RUN_US on the CPU it pauses,
+ * leaving the core to the workers for a moment. */
+void storage__writer_pace(storage_t *s);
 size_t storage__counters_keys(const counter_batch_t *b);
+/* For tests: gathers one engagement's increments into b; after seal, the
+ * i-th key in write order. */
+void storage__counters_add(counter_batch_t *b, const storage_engagement_t *e);
+const uint8_t *storage__counters_key(const counter_batch_t *b, size_t i, size_t *klen);
 /* Writes up to limit of sealed b's keys from *pos on, advancing *pos. */
 int storage__counters_write(storage_txn_t *txn, const counter_batch_t *b, size_t *pos,
                             size_t limit);

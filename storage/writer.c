@@ -307,6 +307,37 @@ static uint64_t now_us(void)
     return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
+/* The writer shares cores with the workers, and a thread on the CPU keeps it
+ * until it blocks or the next scheduler tick (4 ms at 250 Hz): a writer that
+ * sealed and wrote counters for milliseconds held every request of its core
+ * that long. So long work pauses every WRITER_RUN_US on the CPU for
+ * WRITER_PAUSE_NS: the workers run, and the timer's wakeup brings the writer
+ * back. sched_yield was tried instead: the writer then waited for the next
+ * tick, fell behind and the workers hit backpressure. Reading the clock every
+ * WRITER_PACE_EVERY calls keeps the check cheap. */
+#define WRITER_RUN_US     200u
+#define WRITER_PAUSE_NS   100000L
+#define WRITER_PACE_EVERY 16u
+
+static void pace_reset(storage_t *s)
+{
+    s->ran_since_us = now_us();
+    s->pace_count = 0;
+}
+
+void storage__writer_pace(storage_t *s)
+{
+    struct timespec pause = {0, WRITER_PAUSE_NS};
+
+    if (++s->pace_count < WRITER_PACE_EVERY)
+        return;
+    s->pace_count = 0;
+    if (now_us() - s->ran_since_us < WRITER_RUN_US)
+        return;
+    nanosleep(&pause, NULL);
+    pace_reset(s);
+}
+
 /* Stores up to limit engagements in a nested transaction of parent, so a failure
  * here (a full map, say) loses these engagements but not the batch's jobs.
  * Returns how many were stored; *taken counts those taken off the ring. */
@@ -340,6 +371,7 @@ static size_t store_engagements(storage_t *s, MDB_txn *parent, size_t limit, siz
             goto out;
         s->next_seq++;
         s->batch_times[stored++] = e.time_us;
+        storage__writer_pace(s);
     }
     rc = mdb_txn_commit(t.txn);
     t.txn = NULL;
@@ -508,7 +540,7 @@ static void seal_counters(storage_t *s, uint64_t now)
 
     s->counters_out = s->counters;
     s->counters = b;
-    storage__counters_seal(s->counters_out);
+    storage__counters_seal(s, s->counters_out);
     s->cs.out_busy = true;
     s->cs.out_from = s->cs.base;
     s->cs.out_to = s->next_seq - 1;
@@ -588,6 +620,7 @@ static bool run_batch(storage_t *s, storage_job_t *jobs, size_t njobs, size_t en
         storage__fail(rc, "begin a write transaction on", "the environment");
         goto out;
     }
+    pace_reset(s); /* the last commit slept in its fdatasyncs */
     if (counters_before(s, txn, started) != STORAGE_OK)
         goto out;
     stored = store_engagements(s, txn, eng_limit, &taken);

@@ -405,6 +405,98 @@ static void storage_counter_scan_facets_skip_bots(void **state)
     storage_reader_close(r);
 }
 
+/* Referrers alike in their first bytes (the counters' sort compares 16 bytes
+ * of a key at once, then the rest), and the two kinds of "unknown". */
+static const char *const REFERRERS[] = {"direct", "www.example-long-name.com", "t.co",
+                                        "www.example-long-name.co", "www.example-long-name.com.x"};
+static const char *const COUNTRIES[] = {"DE", "FR", "", "US"};
+#define NREFERRERS (sizeof(REFERRERS) / sizeof(REFERRERS[0]))
+#define NCOUNTRIES (sizeof(COUNTRIES) / sizeof(COUNTRIES[0]))
+
+/* The count scan c holds for value, 0 when it has none. */
+static uint64_t count_of(const counts_t *c, const char *value)
+{
+    for (int i = 0; i < c->n; i++) {
+        if (strcmp(c->values[i], value) == 0)
+            return c->counts[i];
+    }
+    return 0;
+}
+
+/* Thousands of clicks over three links, every country with every referrer,
+ * gathered in memory together: each link's count per country and per referrer
+ * is exactly what was clicked, none leaking into a link whose code shares a
+ * prefix. */
+static void storage_counters_exact_per_value(void **state)
+{
+    fixture_t *f = *state;
+    static const char *const codes[] = {"ab", "abc", "b"};
+    uint64_t by_country[3][NCOUNTRIES] = {{0}}, by_referrer[3][NREFERRERS] = {{0}};
+    storage_reader_t *r;
+    uint32_t h0 = (uint32_t)(T0 / HOUR_US);
+
+    for (int l = 0; l < 3; l++)
+        assert_int_equal(add_link(f->s, codes[l], "Bgroup00001", "https://x.example/"), STORAGE_OK);
+    assert_int_equal(storage_writer_start(f->s), STORAGE_OK);
+    for (int i = 0; i < 6000; i++) {
+        int l = i % 3, c = (i / 3) % NCOUNTRIES, ref = (i / 7) % NREFERRERS;
+        storage_engagement_t e = engagement(codes[l], T0 + i, COUNTRIES[c], REFERRERS[ref],
+                                            STORAGE_DEVICE_MOBILE, STORAGE_KIND_CLICK, false);
+        while (storage_engagement_push(f->s, &e) == STORAGE_FULL)
+            usleep(100);
+        by_country[l][c]++;
+        by_referrer[l][ref]++;
+    }
+    storage_writer_stop(f->s);
+
+    assert_int_equal(storage_reader_open(f->s, &r), STORAGE_OK);
+    storage_txn_t *txn = storage_reader_begin(r);
+    for (int l = 0; l < 3; l++) {
+        counts_t c = scan_counts(txn, codes[l], STORAGE_FACET_COUNTRY, h0, h0 + 1);
+        assert_int_equal(c.n, NCOUNTRIES);
+        for (size_t i = 0; i < NCOUNTRIES; i++)
+            assert_int_equal(count_of(&c, COUNTRIES[i]), by_country[l][i]);
+        c = scan_counts(txn, codes[l], STORAGE_FACET_REFERRER, h0, h0 + 1);
+        assert_int_equal(c.n, NREFERRERS);
+        for (size_t i = 0; i < NREFERRERS; i++)
+            assert_int_equal(count_of(&c, REFERRERS[i]), by_referrer[l][i]);
+        c = scan_counts(txn, codes[l], STORAGE_FACET_TOTAL, h0, h0 + 1);
+        assert_int_equal(c.counts[0], 2000);
+    }
+    storage_reader_end(r);
+    storage_reader_close(r);
+}
+
+/* A sealed batch lists its keys in LMDB's order (memcmp, shorter first), which
+ * the writer relies on to resume a part-written batch after a crash: keys
+ * alike in their first 16 bytes included, whatever order they came in. */
+static void storage_counters_sealed_in_key_order(void **state)
+{
+    fixture_t *f = *state;
+    counter_batch_t *b = storage__counters_new(4096);
+    char code[16];
+    size_t n;
+
+    for (int i = 0; i < 4000; i++) {
+        snprintf(code, sizeof(code), "k%d", (i * 7919) % 97);
+        storage_engagement_t e =
+            engagement(code, T0 + (i % 3) * HOUR_US + i, COUNTRIES[(i / 5) % NCOUNTRIES],
+                       REFERRERS[(i * 31) % NREFERRERS], (uint8_t)(i % 5), (uint8_t)(i % 3), false);
+        storage__counters_add(b, &e);
+    }
+    n = storage__counters_seal(f->s, b);
+    assert_true(n > 97 * 3 * (NCOUNTRIES + NREFERRERS));
+    for (size_t i = 1; i < n; i++) {
+        size_t alen, blen;
+        const uint8_t *a = storage__counters_key(b, i - 1, &alen);
+        const uint8_t *k = storage__counters_key(b, i, &blen);
+        int c = memcmp(a, k, alen < blen ? alen : blen);
+        if (c > 0 || (c == 0 && alen >= blen))
+            fail_msg("key %zu is not after key %zu", i, i - 1);
+    }
+    storage__counters_free(b);
+}
+
 #define MINUTE_US INT64_C(60000000)
 
 /* Minute counters hold the minute within the hour as one byte (0 is a value
@@ -884,8 +976,8 @@ static void crash_while_counters_written(const char *dir)
     for (int i = 0; i < SPREAD_LINKS; i++) {
         char code[16];
         snprintf(code, sizeof(code), "c%05d", i);
-        storage_engagement_t e =
-            engagement(code, T0 + i, i % 2 ? "DE" : "FR", "direct", 0, 0, false);
+        storage_engagement_t e = engagement(code, T0 + i, COUNTRIES[i % NCOUNTRIES],
+                                            REFERRERS[i % NREFERRERS], 0, 0, false);
         snprintf(e.group_guid, sizeof(e.group_guid), "%s", "Bgroup00001");
         e.long_url = (storage_bytes_t){url, strlen(url)};
         while (storage_engagement_push(s, &e) == STORAGE_FULL)
@@ -903,6 +995,24 @@ static void crash_while_counters_written(const char *dir)
     _exit(4); /* never saw them part written */
 }
 
+/* The link's counters of facet hold one click, of value. */
+static void expect_single(storage_t *s, const char *code, storage_facet_t facet, const char *value)
+{
+    storage_reader_t *r;
+
+    assert_int_equal(storage_reader_open(s, &r), STORAGE_OK);
+    counts_t c = scan_counts(storage_reader_begin(r), code, facet, 0, UINT32_MAX);
+    storage_reader_end(r);
+    storage_reader_close(r);
+    if (c.n != 1 || c.counts[0] != 1 || strcmp(c.values[0], value) != 0)
+        fail_msg("%s: %d values, first \"%s\" x %llu, wanted \"%s\" once", code, c.n,
+                 c.n > 0 ? c.values[0] : "", c.n > 0 ? (unsigned long long)c.counts[0] : 0ULL,
+                 value);
+}
+
+/* Killed while a sealed batch is part written, with keys that differ only
+ * past their first 16 bytes: each link is counted once, under its country and
+ * referrer, after one restart and after another. */
 static void storage_counters_exact_after_kill_mid_write(void **state)
 {
     fixture_t *f = fixture_new();
@@ -931,6 +1041,8 @@ static void storage_counters_exact_after_kill_mid_write(void **state)
                 fail_msg("%s counted %llu times after restart %d", code, (unsigned long long)n,
                          restart);
             sum += n;
+            expect_single(f->s, code, STORAGE_FACET_COUNTRY, COUNTRIES[i % NCOUNTRIES]);
+            expect_single(f->s, code, STORAGE_FACET_REFERRER, REFERRERS[i % NREFERRERS]);
         }
         assert_int_equal(sum, SPREAD_LINKS);
         storage_close(f->s);
@@ -956,6 +1068,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(storage_engagement_query_truncated, fixture_setup,
                                         fixture_teardown),
         cmocka_unit_test_setup_teardown(storage_counter_scan_facets_skip_bots, fixture_setup,
+                                        fixture_teardown),
+        cmocka_unit_test_setup_teardown(storage_counters_exact_per_value, fixture_setup,
+                                        fixture_teardown),
+        cmocka_unit_test_setup_teardown(storage_counters_sealed_in_key_order, fixture_setup,
                                         fixture_teardown),
         cmocka_unit_test_setup_teardown(storage_counter_scan_minutes_and_hours, fixture_setup,
                                         fixture_teardown),
