@@ -126,6 +126,7 @@ struct storage {
     char *popped_url;                /* the popped engagement's url_heap, freed once stored */
     uint64_t ran_since_us;           /* the writer last slept or paused then */
     unsigned pace_count;             /* calls to storage__writer_pace since it read the clock */
+    bool pacing;                     /* set by the writer thread: it shares cores with workers */
 
     /* Statistics, read by any thread. */
     _Atomic uint64_t st_recorded;

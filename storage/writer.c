@@ -329,7 +329,7 @@ void storage__writer_pace(storage_t *s)
 {
     struct timespec pause = {0, WRITER_PAUSE_NS};
 
-    if (++s->pace_count < WRITER_PACE_EVERY)
+    if (!s->pacing || ++s->pace_count < WRITER_PACE_EVERY)
         return;
     s->pace_count = 0;
     if (now_us() - s->ran_since_us < WRITER_RUN_US)
@@ -794,6 +794,8 @@ static void *writer_main(void *arg)
 {
     storage_t *s = arg;
     size_t batch_max = s->opts.batch_max;
+
+    s->pacing = true; /* not the start-up recovery before, with no worker to make room for */
 
     /* Linux gives each thread its own nice value. The writer's is the
      * process's plus writer_nice (at most 19): raising it needs no privilege,
