@@ -19,15 +19,21 @@ async function metrics(server) {
   return m;
 }
 
+// The metrics once name reads value, or when timeoutMs have passed.
+async function metricsOnce(server, name, value, timeoutMs) {
+  const deadline = Date.now() + timeoutMs;
+  let m = await metrics(server);
+  while (m[name] !== value && Date.now() < deadline) {
+    await sleep(20);
+    m = await metrics(server);
+  }
+  return m;
+}
+
 test('the store is mapped into memory at start, and not with --no-warm', async () => {
   const s = await startServer();
   try {
-    const deadline = Date.now() + 10000;
-    let m = await metrics(s);
-    while (m.shortlinkd_store_warm_done !== 1 && Date.now() < deadline) {
-      await sleep(20);
-      m = await metrics(s);
-    }
+    const m = await metricsOnce(s, 'shortlinkd_store_warm_done', 1, 10000);
     assert.equal(m.shortlinkd_store_warm_done, 1);
     assert.ok(m.shortlinkd_store_warm_bytes > 0, `${m.shortlinkd_store_warm_bytes} bytes warmed`);
     assert.ok(m.shortlinkd_store_warm_bytes <= m.shortlinkd_lmdb_map_used_bytes + 4096);
@@ -193,12 +199,7 @@ test('a client that connects and waits before its request is still answered', as
     await closed;
     assert.match(answer, /^HTTP\/1\.1 302 /);
     assert.match(answer, /\r\nlocation: https:\/\/example\.com\/slow\r\n/i);
-    const deadline = Date.now() + 5000;
-    let m = await metrics(s);
-    while (m.shortlinkd_engagements_recorded_total !== 1 && Date.now() < deadline) {
-      await sleep(20);
-      m = await metrics(s);
-    }
+    const m = await metricsOnce(s, 'shortlinkd_engagements_recorded_total', 1, 5000);
     assert.equal(m.shortlinkd_engagements_recorded_total, 1);
   } finally { await s.stop(); }
 });
