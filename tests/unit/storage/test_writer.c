@@ -330,6 +330,15 @@ static counts_t scan_counts(storage_txn_t *txn, const char *code, storage_facet_
     return c;
 }
 
+/* Starts the writer, queues the n engagements, and stops it: all recorded. */
+static void record_all(storage_t *s, const storage_engagement_t *list, size_t n)
+{
+    assert_int_equal(storage_writer_start(s), STORAGE_OK);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(storage_engagement_push(s, &list[i]), STORAGE_OK);
+    storage_writer_stop(s);
+}
+
 static void storage_counter_scan_facets_skip_bots(void **state)
 {
     fixture_t *f = *state;
@@ -349,10 +358,7 @@ static void storage_counter_scan_facets_skip_bots(void **state)
 
     assert_int_equal(add_link(f->s, "ab", "Bgroup00001", "https://ab.example/"), STORAGE_OK);
     assert_int_equal(add_link(f->s, "abc", "Bgroup00001", "https://abc.example/"), STORAGE_OK);
-    assert_int_equal(storage_writer_start(f->s), STORAGE_OK);
-    for (size_t i = 0; i < sizeof(list) / sizeof(list[0]); i++)
-        assert_int_equal(storage_engagement_push(f->s, &list[i]), STORAGE_OK);
-    storage_writer_stop(f->s);
+    record_all(f->s, list, sizeof(list) / sizeof(list[0]));
 
     assert_int_equal(storage_reader_open(f->s, &r), STORAGE_OK);
     storage_txn_t *txn = storage_reader_begin(r);
@@ -525,10 +531,7 @@ static void storage_counter_scan_minutes_and_hours(void **state)
     assert_int_equal(add_link(f->s, "ab", "Bgroup00001", "https://ab.example/"), STORAGE_OK);
     assert_int_equal(add_link(f->s, "abc", "Bgroup00001", "https://abc.example/"), STORAGE_OK);
     assert_int_equal(add_link(f->s, "b", "Bgroup00001", "https://b.example/"), STORAGE_OK);
-    assert_int_equal(storage_writer_start(f->s), STORAGE_OK);
-    for (size_t i = 0; i < sizeof(list) / sizeof(list[0]); i++)
-        assert_int_equal(storage_engagement_push(f->s, &list[i]), STORAGE_OK);
-    storage_writer_stop(f->s);
+    record_all(f->s, list, sizeof(list) / sizeof(list[0]));
 
     assert_int_equal(storage_reader_open(f->s, &r), STORAGE_OK);
     storage_txn_t *txn = storage_reader_begin(r);
