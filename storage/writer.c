@@ -885,6 +885,7 @@ void storage_writer_stop(storage_t *s)
     pthread_mutex_unlock(&s->lock);
 
     pthread_join(s->writer, NULL);
+    s->pacing = false; /* a later start's recovery runs on its caller's thread */
 
     pthread_mutex_lock(&s->lock);
     s->running = false;
