@@ -1013,9 +1013,9 @@ static void expect_single(storage_t *s, const char *code, storage_facet_t facet,
                  value);
 }
 
-/* Killed while a sealed batch is part written, with keys that differ only
- * past their first 16 bytes: each link is counted once, under its country and
- * referrer, after one restart and after another. */
+/* Killed while a sealed batch is part written: each link is counted once,
+ * under its own country and referrer (not only in its total), after one
+ * restart and after another. */
 static void storage_counters_exact_after_kill_mid_write(void **state)
 {
     fixture_t *f = fixture_new();
