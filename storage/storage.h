@@ -181,8 +181,8 @@ const char *storage_kind_name(uint8_t kind);
 const char *storage_device_name(uint8_t device);
 
 /* Copies the engagement into the writer's queue. Lock-free, never blocks, and
- * allocates only for a long URL that does not fit beside its query in the
- * queue (over STORAGE_QUERY_MAX together). STORAGE_FULL (and a drop counted in
+ * allocates only when its code, referrer, query and long URL together pass
+ * the 448 bytes a queue slot holds. STORAGE_FULL (and a drop counted in
  * the stats) when the queue is full. */
 int storage_engagement_push(storage_t *s, const storage_engagement_t *e);
 /* Added by storage: how full the queue is, in eighths (0 to 8), the sign for

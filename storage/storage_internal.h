@@ -52,22 +52,30 @@ struct storage_reader {
     bool active;
 };
 
-/* One queued engagement. The query bytes live in a separate arena (see
- * writer.c) so that slots stay small and a short query touches one page. */
+/* Bytes of a queued engagement's code, referrer, query and long URL kept in
+ * its slot; past that they go to one heap block. Chosen so that a slot is 512
+ * bytes and the longest code with the longest referrer always fits. */
+#define QUEUED_INLINE_BYTES 448
+
+/* One queued engagement. Its strings are packed one after another (code,
+ * referrer, query, long URL) with only their lengths in the header, so a
+ * typical click fills two or three cache lines of one slot and the ring is
+ * read in order. */
 typedef struct queued_engagement {
     _Atomic size_t seq;
-    uint8_t event_id[16];
     int64_t time_us;
+    uint8_t event_id[16];
     uint8_t kind;
     uint8_t device;
     bool bot;
-    char country[3];
-    char code[STORAGE_CODE_MAX + 1];
-    char referrer[STORAGE_REFERRER_MAX + 1];
-    char group_guid[STORAGE_GUID_LEN + 1]; /* "" when the writer looks the link up */
+    char country[2];
+    uint8_t code_len;
+    uint8_t referrer_len;
     uint16_t query_len;
-    uint16_t url_len; /* the long URL, after the query in the slot's bytes; 0: look it up */
-    char *url_heap;   /* or here, when it does not fit there; the writer frees it */
+    uint16_t url_len; /* 0: the writer looks the link up */
+    char group_guid[STORAGE_GUID_LEN];
+    char *heap; /* the packed strings when over QUEUED_INLINE_BYTES; the writer frees it */
+    char bytes[QUEUED_INLINE_BYTES];
 } queued_engagement_t;
 
 typedef struct storage_job storage_job_t;
@@ -92,7 +100,6 @@ struct storage {
 
     /* Engagement ring: bounded, multi-producer, single consumer (the writer). */
     queued_engagement_t *slots;
-    char *queries; /* capacity * STORAGE_QUERY_MAX bytes: each slot's query, then long URL */
     size_t mask;
     _Atomic size_t enqueue_pos;
     _Atomic size_t dequeue_pos; /* written by the writer only; atomic for stats */
@@ -121,9 +128,9 @@ struct storage {
     uint64_t counters_out_us;        /* time spent writing counters_out so far */
     uint64_t counters_flush_cost_us; /* ... and for the last one written whole */
     uint64_t counters_since_us;      /* monotonic time of the oldest gathered */
-    char *scratch_query;             /* STORAGE_QUERY_MAX bytes: a popped slot's query and URL */
+    char *scratch_query;             /* a popped slot's query and URL, when they were inline */
     char *scratch_record;            /* one encoded engagement, allocated on first use */
-    char *popped_url;                /* the popped engagement's url_heap, freed once stored */
+    char *popped_heap;               /* the popped slot's heap block, freed once stored */
     uint64_t ran_since_us;           /* the writer last slept or paused then */
     unsigned pace_count;             /* calls to storage__writer_pace since it read the clock */
     bool pacing;                     /* set by the writer thread: it shares cores with workers */

@@ -78,13 +78,9 @@ int storage__queue_init(storage_t *s)
     size_t cap = round_up_pow2(s->opts.queue_capacity);
     pthread_condattr_t attr;
 
-    /* calloc of this size is served by fresh zero pages from the kernel, so a
-     * slot's query page costs memory only once a query has been written there. */
+    /* calloc of this size is served by fresh zero pages from the kernel: the
+     * ring costs memory as far as it has ever filled. */
     s->slots = xcalloc(cap, sizeof(*s->slots));
-    /* TODO: with the default 65536 slots the query arena is 256 MiB of address
-     * space, and every slot that ever held a query keeps its page resident; a
-     * smaller default capacity or a shared byte ring for queries would bound it. */
-    s->queries = xcalloc(cap, STORAGE_QUERY_MAX);
     s->mask = cap - 1;
     for (size_t i = 0; i < cap; i++)
         atomic_init(&s->slots[i].seq, i);
@@ -92,7 +88,7 @@ int storage__queue_init(storage_t *s)
     s->counters = storage__counters_new((COUNTER_FLUSH_GROUPS + 2) * (size_t)s->opts.batch_max);
     s->counters_out = storage__counters_new((COUNTER_FLUSH_GROUPS + 2) * (size_t)s->opts.batch_max);
     s->batch_times = xcalloc(s->opts.batch_max, sizeof(*s->batch_times));
-    s->scratch_query = xcalloc(1, STORAGE_QUERY_MAX);
+    s->scratch_query = xcalloc(1, QUEUED_INLINE_BYTES);
 
     pthread_mutex_init(&s->lock, NULL);
     pthread_condattr_init(&attr);
@@ -105,7 +101,6 @@ int storage__queue_init(storage_t *s)
 void storage__queue_free(storage_t *s)
 {
     free(s->slots);
-    free(s->queries);
     storage__counters_free(s->counters);
     storage__counters_free(s->counters_out);
     free(s->batch_times);
@@ -160,10 +155,16 @@ static int push_validate(const storage_engagement_t *e)
     return STORAGE_OK;
 }
 
-static void fill_slot(storage_t *s, queued_engagement_t *slot, size_t pos,
-                      const storage_engagement_t *e)
+static void fill_slot(queued_engagement_t *slot, const storage_engagement_t *e)
 {
+    size_t code_len = strnlen(e->code, STORAGE_CODE_MAX);
+    size_t ref_len = strnlen(e->referrer, STORAGE_REFERRER_MAX);
     size_t qlen = e->query.len < STORAGE_QUERY_MAX ? e->query.len : STORAGE_QUERY_MAX;
+    /* The link as served, when it came with the click. */
+    size_t ulen =
+        e->group_guid[0] != '\0' && e->long_url.len <= STORAGE_URL_MAX ? e->long_url.len : 0;
+    size_t total = code_len + ref_len + qlen + ulen;
+    char *at = slot->bytes;
 
     memcpy(slot->event_id, e->event_id, sizeof(slot->event_id));
     slot->time_us = e->time_us;
@@ -171,31 +172,33 @@ static void fill_slot(storage_t *s, queued_engagement_t *slot, size_t pos,
     slot->device = e->device;
     slot->bot = e->bot;
     memcpy(slot->country, e->country, sizeof(slot->country));
-    slot->country[2] = '\0';
-    memcpy(slot->code, e->code, sizeof(slot->code));
-    slot->code[STORAGE_CODE_MAX] = '\0';
-    memcpy(slot->referrer, e->referrer, sizeof(slot->referrer));
-    slot->referrer[STORAGE_REFERRER_MAX] = '\0';
+    slot->heap = NULL;
+    if (total > sizeof(slot->bytes)) {
+        if ((slot->heap = malloc(total)) != NULL) {
+            at = slot->heap;
+        } else {
+            /* Out of memory: the writer looks the link up, and the query keeps
+             * what fits (the code and referrer always do). */
+            ulen = 0;
+            if (qlen > sizeof(slot->bytes) - code_len - ref_len)
+                qlen = sizeof(slot->bytes) - code_len - ref_len;
+        }
+    }
+    slot->code_len = (uint8_t)code_len;
+    slot->referrer_len = (uint8_t)ref_len;
     slot->query_len = (uint16_t)qlen;
-    char *bytes = s->queries + (pos & s->mask) * STORAGE_QUERY_MAX;
+    slot->url_len = (uint16_t)ulen;
+    memcpy(at, e->code, code_len);
+    at += code_len;
+    memcpy(at, e->referrer, ref_len);
+    at += ref_len;
     if (qlen > 0)
-        memcpy(bytes, e->query.ptr, qlen);
-    /* The link as served, when it came with the click: beside the query, or
-     * (a long URL with a long query, rare) in a heap copy. */
-    slot->url_len = 0;
-    slot->url_heap = NULL;
-    slot->group_guid[0] = '\0';
-    if (e->group_guid[0] == '\0' || e->long_url.len == 0 || e->long_url.len > STORAGE_URL_MAX)
-        return;
-    if (e->long_url.len <= STORAGE_QUERY_MAX - qlen)
-        memcpy(bytes + qlen, e->long_url.ptr, e->long_url.len);
-    else if ((slot->url_heap = malloc(e->long_url.len)) != NULL)
-        memcpy(slot->url_heap, e->long_url.ptr, e->long_url.len);
-    else
-        return; /* out of memory: the writer looks the link up instead */
-    slot->url_len = (uint16_t)e->long_url.len;
-    memcpy(slot->group_guid, e->group_guid, sizeof(slot->group_guid));
-    slot->group_guid[STORAGE_GUID_LEN] = '\0';
+        memcpy(at, e->query.ptr, qlen);
+    at += qlen;
+    if (ulen > 0) {
+        memcpy(at, e->long_url.ptr, ulen);
+        memcpy(slot->group_guid, e->group_guid, sizeof(slot->group_guid));
+    }
 }
 
 int storage_engagement_push(storage_t *s, const storage_engagement_t *e)
@@ -223,7 +226,7 @@ int storage_engagement_push(storage_t *s, const storage_engagement_t *e)
         ret = STORAGE_FULL;
         goto out;
     }
-    fill_slot(s, slot, pos, e);
+    fill_slot(slot, e);
     atomic_store_explicit(&slot->seq, pos + 1, memory_order_release);
     ret = STORAGE_OK;
 out:
@@ -252,25 +255,37 @@ static bool pop_engagement(storage_t *s, storage_engagement_t *e)
 
     if (seq != pos + 1)
         return false;
-    memset(e, 0, sizeof(*e));
+    const char *at = slot->heap != NULL ? slot->heap : slot->bytes;
+    e->seq = 0;
     memcpy(e->event_id, slot->event_id, sizeof(e->event_id));
     e->time_us = slot->time_us;
     e->kind = slot->kind;
     e->device = slot->device;
     e->bot = slot->bot;
-    memcpy(e->country, slot->country, sizeof(e->country));
-    memcpy(e->code, slot->code, sizeof(e->code));
-    memcpy(e->referrer, slot->referrer, sizeof(e->referrer));
-    memcpy(s->scratch_query, s->queries + (pos & s->mask) * STORAGE_QUERY_MAX,
-           (size_t)slot->query_len + (slot->url_heap != NULL ? 0 : slot->url_len));
-    e->query.ptr = s->scratch_query;
+    memcpy(e->country, slot->country, sizeof(slot->country));
+    e->country[sizeof(slot->country)] = '\0';
+    memcpy(e->code, at, slot->code_len);
+    e->code[slot->code_len] = '\0';
+    at += slot->code_len;
+    memcpy(e->referrer, at, slot->referrer_len);
+    e->referrer[slot->referrer_len] = '\0';
+    at += slot->referrer_len;
+    if (slot->heap == NULL) {
+        memcpy(s->scratch_query, at, (size_t)slot->query_len + slot->url_len);
+        at = s->scratch_query;
+    }
+    e->query.ptr = at;
     e->query.len = slot->query_len;
-    s->popped_url = slot->url_heap;
+    s->popped_heap = slot->heap;
     if (slot->url_len > 0) {
-        memcpy(e->group_guid, slot->group_guid, sizeof(e->group_guid));
-        e->long_url.ptr =
-            slot->url_heap != NULL ? slot->url_heap : s->scratch_query + slot->query_len;
+        memcpy(e->group_guid, slot->group_guid, sizeof(slot->group_guid));
+        e->group_guid[sizeof(slot->group_guid)] = '\0';
+        e->long_url.ptr = at + slot->query_len;
         e->long_url.len = slot->url_len;
+    } else {
+        e->group_guid[0] = '\0';
+        e->long_url.ptr = NULL;
+        e->long_url.len = 0;
     }
 
     atomic_store_explicit(&slot->seq, pos + s->mask + 1, memory_order_release);
@@ -367,8 +382,8 @@ static size_t store_engagements(storage_t *s, MDB_txn *parent, size_t limit, siz
         (*taken)++;
         e.seq = s->next_seq;
         rc = storage__engagement_store(&t, &e);
-        free(s->popped_url);
-        s->popped_url = NULL;
+        free(s->popped_heap);
+        s->popped_heap = NULL;
         if (rc == STORAGE_NOTFOUND) {
             unknown++; /* the link was deleted between the click and now */
             continue;

@@ -161,9 +161,8 @@ static void storage_engagement_push_records_link_as_served(void **state)
     storage_reader_close(r);
 }
 
-/* A long URL that does not fit beside the query in the ring still reaches the
- * record as served (it goes through the heap), not as the link has it by the
- * commit. */
+/* A long URL too big for its ring slot still reaches the record as served
+ * (it goes through the heap), not as the link has it by the commit. */
 static void storage_engagement_push_long_url_as_served(void **state)
 {
     fixture_t *f = *state;
@@ -190,6 +189,68 @@ static void storage_engagement_push_long_url_as_served(void **state)
     assert_int_equal(got.long_url.len, sizeof(url));
     assert_memory_equal(got.long_url.ptr, url, sizeof(url));
     assert_int_equal(got.query.len, 100);
+    assert_memory_equal(got.query.ptr, query, 100);
+    storage_reader_end(r);
+    storage_reader_close(r);
+}
+
+/* A slot packs the code, referrer, query and long URL one after another, in
+ * the slot up to its size and in one heap block past it. Every string comes
+ * back whole on both sides of that edge, the longest code and referrer
+ * included, in clicks queued one after another. */
+static void storage_engagement_push_packs_strings(void **state)
+{
+    fixture_t *f = *state;
+    storage_reader_t *r;
+    char code[STORAGE_CODE_MAX + 1], referrer[STORAGE_REFERRER_MAX + 1], query[200], url[300];
+    const size_t room = sizeof(((queued_engagement_t *)0)->bytes);
+    const size_t url_len = 24 + 40;
+    enum { CLICKS = 7 };
+
+    memset(code, 'c', STORAGE_CODE_MAX);
+    code[STORAGE_CODE_MAX] = '\0';
+    memset(referrer, 'r', STORAGE_REFERRER_MAX);
+    referrer[STORAGE_REFERRER_MAX] = '\0';
+    for (size_t i = 0; i < sizeof(query); i++)
+        query[i] = (char)('a' + i % 26);
+    memcpy(url, "https://example.com/own/", 24);
+    for (size_t i = 24; i < sizeof(url); i++)
+        url[i] = (char)('A' + i % 26);
+    assert_int_equal(add_link(f->s, code, "Bgroup00001", "https://example.com/x"), STORAGE_OK);
+    assert_int_equal(storage_writer_start(f->s), STORAGE_OK);
+    /* Query lengths around the slot's edge with the URL: 1 short, exact, 1 over. */
+    size_t fixed = STORAGE_CODE_MAX + STORAGE_REFERRER_MAX + url_len;
+    size_t qlens[CLICKS] = {0, room - fixed - 1, room - fixed, room - fixed + 1, 3, sizeof(query),
+                            0};
+    for (int i = 0; i < CLICKS; i++) {
+        storage_engagement_t e = engagement(code, T0 + i, "NZ", i % 2 ? referrer : "direct",
+                                            STORAGE_DEVICE_TABLET, STORAGE_KIND_BIO_CLICK, false);
+        snprintf(e.group_guid, sizeof(e.group_guid), "%s", "Bgroup00002");
+        e.long_url = (storage_bytes_t){url, i == CLICKS - 1 ? sizeof(url) : url_len};
+        e.query = (storage_bytes_t){query, qlens[i]};
+        assert_int_equal(storage_engagement_push(f->s, &e), STORAGE_OK);
+    }
+    storage_writer_stop(f->s);
+
+    assert_int_equal(storage_reader_open(f->s, &r), STORAGE_OK);
+    storage_txn_t *txn = storage_reader_begin(r);
+    for (int i = 0; i < CLICKS; i++) {
+        storage_engagement_t got;
+        size_t ulen = i == CLICKS - 1 ? sizeof(url) : url_len;
+        assert_int_equal(storage_engagement_get(txn, (uint64_t)i + 1, &got), STORAGE_OK);
+        assert_string_equal(got.code, code);
+        assert_string_equal(got.referrer, i % 2 ? referrer : "direct");
+        assert_string_equal(got.country, "NZ");
+        assert_string_equal(got.group_guid, "Bgroup00002");
+        assert_int_equal(got.time_us, T0 + i);
+        assert_int_equal(got.device, STORAGE_DEVICE_TABLET);
+        assert_int_equal(got.kind, STORAGE_KIND_BIO_CLICK);
+        assert_int_equal(got.query.len, qlens[i]);
+        if (qlens[i] > 0)
+            assert_memory_equal(got.query.ptr, query, qlens[i]);
+        assert_int_equal(got.long_url.len, ulen);
+        assert_memory_equal(got.long_url.ptr, url, ulen);
+    }
     storage_reader_end(r);
     storage_reader_close(r);
 }
@@ -212,14 +273,14 @@ static void storage_writer_waits_for_unpublished_slot(void **state)
     assert_true(after.commits - before.commits <= 2);
 
     queued_engagement_t *slot = &f->s->slots[pos & f->s->mask];
-    memset(slot->code, 0, sizeof(slot->code));
-    memcpy(slot->code, "abc", 3);
+    memcpy(slot->bytes, "abc", 3);
+    slot->code_len = 3;
+    slot->referrer_len = 0;
     slot->time_us = T0;
     slot->query_len = 0;
     slot->url_len = 0;
-    slot->group_guid[0] = '\0';
-    slot->referrer[0] = '\0';
-    slot->country[0] = '\0';
+    slot->heap = NULL;
+    memset(slot->country, 0, sizeof(slot->country));
     atomic_store(&slot->seq, pos + 1);
     storage_writer_stop(f->s);
     storage_get_stats(f->s, &after);
@@ -1060,6 +1121,8 @@ int main(void)
         cmocka_unit_test(storage_engagement_push_committed_with_link),
         cmocka_unit_test_setup_teardown(storage_engagement_push_records_link_as_served,
                                         fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(storage_engagement_push_packs_strings, fixture_setup,
+                                        fixture_teardown),
         cmocka_unit_test_setup_teardown(storage_engagement_push_long_url_as_served, fixture_setup,
                                         fixture_teardown),
         cmocka_unit_test_setup_teardown(storage_writer_waits_for_unpublished_slot, fixture_setup,
