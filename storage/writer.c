@@ -43,24 +43,20 @@ typedef struct run_wait {
     void *arg;
 } run_wait_t;
 
-/* Counters are written out once this many full groups' worth of engagements
- * wait in memory, or once the oldest has waited COUNTER_FLUSH_US (or the flush
- * interval, when that is longer) or COUNTER_FLUSH_COST times as long as the
- * last group that wrote them took, at most COUNTER_FLUSH_MAX_US; and when the
- * writer stops. A flush writes one counter page per distinct link it counts:
- * cheap with a thousand links, and with clicks spread over millions of links
- * (about one page each) a long wait lets more clicks share a page. A batch
- * costs about as many keys whatever its clicks (a link's countries, devices,
- * minute), so under load the wait keeps the writes to a fortieth of the
- * writer's time: at a tenth, a thousand links clicked 20 k times a second
- * spent 2.3 us of writer CPU per click more. */
-#define COUNTER_FLUSH_GROUPS 32
+/* Counters are written out once COUNTER_FLUSH_GROUPS full groups' worth of
+ * engagements wait in memory (storage_internal.h), or once the oldest has
+ * waited COUNTER_FLUSH_US (or the flush interval, when that is longer) or
+ * COUNTER_FLUSH_COST times as long as the last group that wrote them took, at
+ * most COUNTER_FLUSH_MAX_US; and when the writer stops. A flush writes one
+ * counter page per distinct link it counts: cheap with a thousand links, and
+ * with clicks spread over millions of links (about one page each) a long wait
+ * lets more clicks share a page. A batch costs about as many keys whatever its
+ * clicks (a link's countries, devices, minute), so under load the wait keeps
+ * the writes to a fortieth of the writer's time: at a tenth, a thousand links
+ * clicked 20 k times a second spent 2.3 us of writer CPU per click more. */
 #define COUNTER_FLUSH_US     100000u
 #define COUNTER_FLUSH_COST   40u
 #define COUNTER_FLUSH_MAX_US 5000000u
-/* Counter keys written per group commit: a sealed batch is written over
- * several commits rather than in one, so no group waits for all of it. */
-#define COUNTER_SLICE 4096u
 
 /* ---- the engagement ring ---- */
 
@@ -572,6 +568,22 @@ static void seal_counters(storage_t *s, uint64_t now)
     s->counters_since_us = now;
 }
 
+/* Keys of the sealed counters to write in this group: a slice, or more when
+ * the clicks gathering would fill memory before slices that size finished the
+ * sealed batch (groups hold at most batch_max clicks). Spread like that, the
+ * rest never has to be written whole in one group, which with clicks over
+ * millions of links held every click behind it for most of a second. */
+size_t storage__counters_slice(const storage_t *s)
+{
+    size_t room = COUNTER_FLUSH_GROUPS * (size_t)s->opts.batch_max;
+    size_t left = storage__counters_keys(s->counters_out) - s->cs.out_pos;
+    /* The groups, this one included, that start before memory is full. */
+    size_t groups = s->cs.pending >= room ? 0 : (room - s->cs.pending) / s->opts.batch_max;
+    size_t n = groups > 1 ? (left + groups - 1) / groups : left;
+
+    return n > COUNTER_SLICE ? n : COUNTER_SLICE;
+}
+
 /* Writes the next slice of the sealed counters (all of them with whole) and
  * records how far that got. */
 static int write_counters(storage_t *s, MDB_txn *txn, bool whole)
@@ -583,7 +595,7 @@ static int write_counters(storage_t *s, MDB_txn *txn, bool whole)
     if (!s->cs.out_busy)
         return STORAGE_OK;
     ret = storage__counters_write(&t, s->counters_out, &s->cs.out_pos,
-                                  whole ? SIZE_MAX : COUNTER_SLICE);
+                                  whole ? SIZE_MAX : storage__counters_slice(s));
     if (ret == STORAGE_OK)
         ret = storage__counters_progress(&t, s->cs.out_from, s->cs.out_to, s->counters_out,
                                          s->cs.out_pos);

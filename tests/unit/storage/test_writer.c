@@ -564,6 +564,49 @@ static void storage_counters_sealed_in_key_order(void **state)
     storage__counters_free(b);
 }
 
+/* A sealed batch bigger than the slices the gathering clicks leave room for
+ * (clicks over millions of links) is spread over the groups until memory is
+ * full, never left for one group to write whole: that held every click for
+ * most of a second. A small one goes a plain slice a group. */
+static void storage_counters_written_before_memory_fills(void **state)
+{
+    fixture_t *f = *state;
+    storage_t *s = f->s;
+    size_t room = COUNTER_FLUSH_GROUPS * (size_t)s->opts.batch_max;
+    size_t groups_of_room = room / s->opts.batch_max;
+    char code[32];
+
+    /* Each link counts at least four keys: total, minute, device, kind. */
+    for (size_t i = 0; i < groups_of_room * COUNTER_SLICE / 4 + 1; i++) {
+        snprintf(code, sizeof(code), "m%zu", i);
+        storage_engagement_t e = engagement(code, T0, COUNTRIES[i % NCOUNTRIES], "direct",
+                                            (uint8_t)(i % 5), (uint8_t)(i % 3), false);
+        storage__counters_add(s->counters_out, &e);
+    }
+    size_t keys = storage__counters_seal(s, s->counters_out);
+    assert_true(keys > groups_of_room * COUNTER_SLICE); /* too many for plain slices */
+    size_t fair = (keys + groups_of_room - 1) / groups_of_room;
+
+    s->cs.out_busy = true;
+    s->cs.out_pos = 0;
+    s->cs.pending = 0;
+    while (s->cs.out_pos < keys) {
+        assert_true(s->cs.pending < room); /* or the rest goes whole */
+        size_t n = storage__counters_slice(s);
+        assert_true(n >= COUNTER_SLICE);
+        assert_true(n <= fair + 1);
+        s->cs.out_pos += n < keys - s->cs.out_pos ? n : keys - s->cs.out_pos;
+        s->cs.pending += s->opts.batch_max; /* a full group of clicks */
+    }
+
+    /* With room to spare, a slice is a slice. */
+    s->cs.out_pos = keys - 3 * COUNTER_SLICE;
+    s->cs.pending = 0;
+    assert_int_equal(storage__counters_slice(s), COUNTER_SLICE);
+    memset(&s->cs, 0, sizeof(s->cs));
+    storage__counters_reset(s->counters_out);
+}
+
 #define MINUTE_US INT64_C(60000000)
 
 /* Minute counters hold the minute within the hour as one byte (0 is a value
@@ -1138,6 +1181,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(storage_counters_exact_per_value, fixture_setup,
                                         fixture_teardown),
         cmocka_unit_test_setup_teardown(storage_counters_sealed_in_key_order, fixture_setup,
+                                        fixture_teardown),
+        cmocka_unit_test_setup_teardown(storage_counters_written_before_memory_fills, fixture_setup,
                                         fixture_teardown),
         cmocka_unit_test_setup_teardown(storage_counter_scan_minutes_and_hours, fixture_setup,
                                         fixture_teardown),
