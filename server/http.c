@@ -81,18 +81,29 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     return redirect_handle(w, req, path + 1, path_len - 1);
 }
 
-/* listener->data is the accept context: plain or TLS. */
+/* listener->data is the accept context: plain or TLS. The worker accepts by
+ * itself rather than through h2o_evloop_socket_accept, which asks for no peer
+ * address (so finding the visitor's country cost a getpeername per
+ * connection) and sets TCP_NODELAY again on a socket that already has it from
+ * the listener. */
 static void on_accept(h2o_socket_t *listener, const char *err)
 {
     h2o_accept_ctx_t *ctx = listener->data;
+    int listen_fd = h2o_socket_get_fd(listener);
 
     if (err != NULL)
         return;
     /* Accept everything pending: one wake-up may stand for many connections. */
     for (int i = 0; i < 64; i++) {
-        h2o_socket_t *sock = h2o_evloop_socket_accept(listener);
-        if (sock == NULL)
+        struct sockaddr_storage peer;
+        socklen_t len = sizeof(peer);
+        int fd = accept4(listen_fd, (struct sockaddr *)&peer, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0)
             break;
+        h2o_socket_t *sock =
+            h2o_evloop_socket_create(ctx->ctx->loop, fd, H2O_SOCKET_FLAG_IS_ACCEPTED_CONNECTION);
+        if (len > 0 && len <= sizeof(peer))
+            h2o_socket_setpeername(sock, (struct sockaddr *)&peer, len);
         h2o_accept(ctx, sock);
     }
 }
