@@ -577,8 +577,7 @@ int server_run(const config_t *cfg)
     sigaction(SIGHUP, &sa, NULL);
 
     /* The ring must hold every click that arrives while one group commits;
-     * a slot reserves STORAGE_QUERY_MAX bytes for its query, resident only as
-     * queries use them. */
+     * a slot is 512 bytes. */
     storage_options_t so = {.dir = cfg->data_dir,
                             .map_size = cfg->map_size,
                             .queue_capacity = cfg->queue_capacity,

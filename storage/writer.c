@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -74,9 +75,14 @@ int storage__queue_init(storage_t *s)
     size_t cap = round_up_pow2(s->opts.queue_capacity);
     pthread_condattr_t attr;
 
-    /* calloc of this size is served by fresh zero pages from the kernel: the
-     * ring costs memory as far as it has ever filled. */
-    s->slots = xcalloc(cap, sizeof(*s->slots));
+    /* Page-aligned, so each 512-byte slot starts a cache line. */
+    s->slots = mmap(NULL, cap * sizeof(*s->slots), PROT_READ | PROT_WRITE,
+                    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (s->slots == MAP_FAILED) {
+        s->slots = NULL;
+        storage__set_error("storage: cannot map the engagement queue: %s", strerror(errno));
+        return STORAGE_ERROR;
+    }
     s->mask = cap - 1;
     for (size_t i = 0; i < cap; i++)
         atomic_init(&s->slots[i].seq, i);
@@ -96,7 +102,8 @@ int storage__queue_init(storage_t *s)
 
 void storage__queue_free(storage_t *s)
 {
-    free(s->slots);
+    if (s->slots != NULL)
+        munmap(s->slots, (s->mask + 1) * sizeof(*s->slots));
     storage__counters_free(s->counters);
     storage__counters_free(s->counters_out);
     free(s->batch_times);
@@ -174,10 +181,13 @@ static void fill_slot(queued_engagement_t *slot, const storage_engagement_t *e)
             at = slot->heap;
         } else {
             /* Out of memory: the writer looks the link up, and the query keeps
-             * what fits (the code and referrer always do). */
+             * the parameters that fit (the code and referrer always do). */
             ulen = 0;
-            if (qlen > sizeof(slot->bytes) - code_len - ref_len)
+            if (qlen > sizeof(slot->bytes) - code_len - ref_len) {
                 qlen = sizeof(slot->bytes) - code_len - ref_len;
+                while (qlen > 0 && e->query.ptr[qlen] != '&')
+                    qlen--;
+            }
         }
     }
     slot->code_len = (uint8_t)code_len;
