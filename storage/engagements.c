@@ -35,7 +35,10 @@
  */
 #include "storage_internal.h"
 
+#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 
 #define COUNTER_KEY_MAX (4 + 1 + STORAGE_CODE_MAX + 1 + STORAGE_REFERRER_MAX)
 #define PREFIX_MAX      (4 + 1 + STORAGE_CODE_MAX)
@@ -131,11 +134,29 @@ struct counter_batch {
 
 static size_t table_slots(size_t cap);
 
+/* A batch's tables are sized for its worst case (every key new and as long as
+ * a key can be), hundreds of megabytes of which a workload touches a few. They
+ * are mapped without reserving swap for them, so that with the kernel's
+ * default overcommit policy that address space costs nothing until it is
+ * used, however little memory the machine has. Fresh mappings read as zeros. */
+static void *reserve_zeroed(size_t n, size_t size)
+{
+    void *p = mmap(NULL, n * size, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+
+    if (p == MAP_FAILED) {
+        fprintf(stderr, "fatal: cannot map %zu bytes for counters: %s\n", n * size,
+                strerror(errno));
+        abort();
+    }
+    return p;
+}
+
 static void index_init(slot_index_t *ix, size_t cap)
 {
     ix->mask_max = table_slots(cap) - 1;
     ix->mask = TABLE_SLOTS_MIN - 1 < ix->mask_max ? TABLE_SLOTS_MIN - 1 : ix->mask_max;
-    ix->slots = xcalloc(ix->mask_max + 1, sizeof(*ix->slots));
+    ix->slots = reserve_zeroed(ix->mask_max + 1, sizeof(*ix->slots));
 }
 
 static void index_reset(slot_index_t *ix, size_t n)
@@ -186,16 +207,16 @@ counter_batch_t *storage__counters_new(size_t max_engagements)
      * touches becomes resident. */
     b->cap = max_engagements * KEYS_PER_ENGAGEMENT;
     index_init(&b->index, b->cap);
-    b->entries = xcalloc(b->cap, sizeof(*b->entries));
+    b->entries = reserve_zeroed(b->cap, sizeof(*b->entries));
     b->links_cap = max_engagements;
     index_init(&b->links_index, b->links_cap);
-    b->links = xcalloc(b->links_cap, sizeof(*b->links));
+    b->links = reserve_zeroed(b->links_cap, sizeof(*b->links));
     index_init(&b->countries_index, b->links_cap);
-    b->countries = xcalloc(b->links_cap, sizeof(*b->countries));
+    b->countries = reserve_zeroed(b->links_cap, sizeof(*b->countries));
     b->keys_cap = b->cap * COUNTER_KEY_MAX + b->links_cap * PREFIX_MAX;
-    b->keys = xcalloc(b->keys_cap, 1);
-    b->order = xcalloc(b->cap, sizeof(*b->order));
-    b->order_tmp = xcalloc(b->cap, sizeof(*b->order_tmp));
+    b->keys = reserve_zeroed(b->keys_cap, 1);
+    b->order = reserve_zeroed(b->cap, sizeof(*b->order));
+    b->order_tmp = reserve_zeroed(b->cap, sizeof(*b->order_tmp));
     return b;
 }
 
@@ -203,15 +224,16 @@ void storage__counters_free(counter_batch_t *b)
 {
     if (b == NULL)
         return;
-    free(b->index.slots);
-    free(b->entries);
-    free(b->links_index.slots);
-    free(b->links);
-    free(b->countries_index.slots);
-    free(b->countries);
-    free(b->keys);
-    free(b->order);
-    free(b->order_tmp);
+    munmap(b->index.slots, (b->index.mask_max + 1) * sizeof(*b->index.slots));
+    munmap(b->entries, b->cap * sizeof(*b->entries));
+    munmap(b->links_index.slots, (b->links_index.mask_max + 1) * sizeof(*b->links_index.slots));
+    munmap(b->links, b->links_cap * sizeof(*b->links));
+    munmap(b->countries_index.slots,
+           (b->countries_index.mask_max + 1) * sizeof(*b->countries_index.slots));
+    munmap(b->countries, b->links_cap * sizeof(*b->countries));
+    munmap(b->keys, b->keys_cap);
+    munmap(b->order, b->cap * sizeof(*b->order));
+    munmap(b->order_tmp, b->cap * sizeof(*b->order_tmp));
     free(b);
 }
 

@@ -57,7 +57,7 @@ typedef struct run_wait {
  * clicked 20 k times a second spent 2.3 us of writer CPU per click more. */
 #define COUNTER_FLUSH_US     100000u
 #define COUNTER_FLUSH_COST   40u
-#define COUNTER_FLUSH_MAX_US 5000000u
+#define COUNTER_FLUSH_MAX_US 30000000u
 
 /* ---- the engagement ring ---- */
 
