@@ -203,8 +203,6 @@ counter_batch_t *storage__counters_new(size_t max_engagements)
 {
     counter_batch_t *b = xcalloc(1, sizeof(*b));
 
-    /* calloc'd arrays this size are fresh zero pages: only what a workload
-     * touches becomes resident. */
     b->cap = max_engagements * KEYS_PER_ENGAGEMENT;
     index_init(&b->index, b->cap);
     b->entries = reserve_zeroed(b->cap, sizeof(*b->entries));

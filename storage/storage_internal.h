@@ -183,7 +183,7 @@ size_t storage__counters_keys(const counter_batch_t *b);
 /* Clicks gathered in memory before their counters are sealed, in full groups
  * (batch_max each). With clicks over millions of links, a page of counters
  * takes the keys of more links the more are sealed at once: over a minute on
- * 10 M links, 128 groups served 1.3 times the clicks per second of 32, with
+ * 10 M links, 128 groups served 1.2-1.3 times the clicks per second of 32, with
  * the server's anonymous memory at 830 MB instead of 260 MB. The tables are
  * sized for the worst case (about 3 GB of address space for the two batches
  * at 128 groups), mapped without reserving swap, so only what is used costs
