@@ -255,6 +255,41 @@ static void storage_engagement_push_packs_strings(void **state)
     storage_reader_close(r);
 }
 
+/* The policy the writer thread runs under, once it has set it (it does so
+ * first thing); the last one seen after a second otherwise. */
+static int writer_policy(storage_t *s, int want)
+{
+    struct sched_param param;
+    int policy = -1;
+
+    for (int i = 0; i < 100; i++) {
+        assert_int_equal(pthread_getschedparam(s->writer, &policy, &param), 0);
+        if (policy == want)
+            break;
+        usleep(10000);
+    }
+    return policy;
+}
+
+/* A writer nicer than the workers is also SCHED_BATCH, so its wake-ups do not
+ * preempt them; with writer_nice 0 it is a plain thread that preempts. */
+static void storage_writer_batch_only_when_nicer(void **state)
+{
+    (void)state;
+    for (int nice = 0; nice <= 5; nice += 5) {
+        fixture_t *f = fixture_new();
+        f->opts.writer_nice = nice;
+        fixture_open(f);
+        assert_int_equal(storage_writer_start(f->s), STORAGE_OK);
+        int want = nice > 0 ? SCHED_BATCH : SCHED_OTHER;
+        assert_int_equal(writer_policy(f->s, want), want);
+        storage_writer_stop(f->s);
+        storage_close(f->s);
+        remove_tree(f->dir);
+        free(f);
+    }
+}
+
 /* A producer preempted between claiming a slot and publishing it: the writer
  * must wait for it, not commit empty groups back to back (it did, and on a
  * shared core that kept the producer from running). */
@@ -1168,6 +1203,7 @@ int main(void)
                                         fixture_teardown),
         cmocka_unit_test_setup_teardown(storage_engagement_push_long_url_as_served, fixture_setup,
                                         fixture_teardown),
+        cmocka_unit_test(storage_writer_batch_only_when_nicer),
         cmocka_unit_test_setup_teardown(storage_writer_waits_for_unpublished_slot, fixture_setup,
                                         fixture_teardown),
         cmocka_unit_test_setup_teardown(storage_engagement_seq_continues_after_reopen,
