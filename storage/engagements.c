@@ -14,6 +14,15 @@
  *   The code is length-prefixed so that the keys of "ab" can never be read as
  *   those of "abc". value = version + count (u64). The minute facet's value
  *   is one byte, the minute within the hour.
+ *   A sealed batch spread over opts.counter_run_links links or more is
+ *   written as a run instead: key = hour + 0 + run (u64 BE, the first
+ *   engagement it counts) + code length + code + facet + value, each key
+ *   new and holding its whole count. A run's keys sort together, before the
+ *   hour's added-up keys (no code is 0 bytes long), so writing one fills
+ *   pages in order: a few dozen links per page where adding into the hour's
+ *   keys dirtied a page per link. Readers sum each run's keys and the hour's.
+ *   TODO: merge a closed hour's runs into its keys; until then a link's
+ *   reads seek once more for each run of each hour they cover.
  *
  * Counters trail the engagement log. Each click adds to an in-memory batch
  * (per link and hour: total, minute, device, kind; per key: country,
@@ -41,6 +50,8 @@
 #include <sys/mman.h>
 
 #define COUNTER_KEY_MAX (4 + 1 + STORAGE_CODE_MAX + 1 + STORAGE_REFERRER_MAX)
+#define RUN_TAG         (1 + 8) /* a zero where a code's length would be, and the run */
+#define RUN_KEY_MAX     (COUNTER_KEY_MAX + RUN_TAG)
 #define PREFIX_MAX      (4 + 1 + STORAGE_CODE_MAX)
 #define DEVICES         5 /* STORAGE_DEVICE_OTHER .. STORAGE_DEVICE_BOT */
 #define KINDS           3 /* STORAGE_KIND_CLICK .. STORAGE_KIND_BIO_CLICK */
@@ -120,6 +131,7 @@ struct counter_batch {
     size_t keys_len, keys_cap;
     counter_order_t *order;     /* entries sorted by key, for the writes */
     counter_order_t *order_tmp; /* the radix sort's other buffer */
+    uint64_t run;               /* written as this run; 0: added into the hours' counters */
 };
 
 #define ENGAGEMENT_FIXED (1 + 16 + 8 + 3 + 2 + STORAGE_GUID_LEN + 1 + 1 + 2 + 4)
@@ -244,6 +256,7 @@ void storage__counters_reset(counter_batch_t *b)
     b->nlinks = 0;
     b->ncountries = 0;
     b->keys_len = 0;
+    b->run = 0;
 }
 
 const char *storage_device_name(uint8_t device)
@@ -742,6 +755,35 @@ const uint8_t *storage__counters_key(const counter_batch_t *b, size_t i, size_t 
     return b->order[i].c->key;
 }
 
+void storage__counters_plan(const storage_t *s, counter_batch_t *b, uint64_t first_seq)
+{
+    b->run = b->nlinks >= s->opts.counter_run_links ? first_seq : 0;
+}
+
+uint64_t storage__counters_run(const counter_batch_t *b)
+{
+    return b->run;
+}
+
+/* Puts one key of a run: hour, 0, run, then the rest of the hour's key. The
+ * run's keys are new and each holds the whole count, so writing one again
+ * (a slice redone after a crash) leaves the same value. */
+static int run_put(MDB_cursor *cur, uint64_t run, const counter_entry_t *c)
+{
+    uint8_t key[RUN_KEY_MAX], buf[9];
+    wbuf_t w = {buf, 0, sizeof(buf)};
+
+    memcpy(key, c->key, 4);
+    key[4] = 0;
+    put_be64(key + 5, run);
+    memcpy(key + 4 + RUN_TAG, c->key + 4, c->klen - 4u);
+    wb_u8(&w, STORAGE_VERSION);
+    wb_u64(&w, c->count);
+    MDB_val k = {c->klen + (size_t)RUN_TAG, key}, v = {sizeof(buf), buf};
+    int rc = mdb_cursor_put(cur, &k, &v, 0);
+    return rc == 0 ? STORAGE_OK : storage__fail(rc, "write", "counters");
+}
+
 int storage__counters_write(storage_txn_t *txn, const counter_batch_t *b, size_t *pos, size_t limit)
 {
     MDB_cursor *cur;
@@ -755,7 +797,10 @@ int storage__counters_write(storage_txn_t *txn, const counter_batch_t *b, size_t
     if ((rc = mdb_cursor_open(txn->txn, txn->s->dbi[DB_COUNTERS], &cur)) != 0)
         return storage__fail(rc, "open a cursor on", "counters");
     for (size_t i = *pos; i < end && ret == STORAGE_OK; i++) {
-        ret = counter_increment(cur, b->order[i].c);
+        if (b->run != 0)
+            ret = run_put(cur, b->run, b->order[i].c);
+        else
+            ret = counter_increment(cur, b->order[i].c);
         storage__writer_pace(txn->s);
     }
     mdb_cursor_close(cur);
@@ -960,6 +1005,7 @@ int storage__counters_restore(storage_txn_t *txn, bool write_all, counters_state
         if ((ret = recount_into(txn, out, p.from, p.to)) != STORAGE_OK)
             return ret;
         size_t n = storage__counters_seal(s, out), lo = 0, hi = n;
+        storage__counters_plan(s, out, p.from + 1);
         while (lo < hi) {
             size_t mid = lo + (hi - lo) / 2;
             const counter_entry_t *c = out->order[mid].c;
@@ -1106,48 +1152,91 @@ static int scan_prefix(MDB_cursor *cur, MDB_val *k, const uint8_t *seek, size_t 
     return rc;
 }
 
+/* Scans one hour's counters under tail (code length, code, facet): each run's
+ * first, then the counters added into the hour. Sets *next to the next hour
+ * that may hold a key, and returns MDB_NOTFOUND past the last key. */
+static int scan_hour(MDB_cursor *cur, uint32_t hour, const uint8_t *tail, size_t tlen,
+                     uint32_t *next, int *ret,
+                     int (*cb)(void *ctx, uint32_t hour, storage_bytes_t value, uint64_t count),
+                     void *ctx)
+{
+    uint8_t seek[4 + RUN_TAG + 1 + STORAGE_CODE_MAX + 1];
+    MDB_val k;
+    int rc;
+
+    *next = hour + 1;
+    put_be32(seek, hour);
+    seek[4] = 0;
+    memcpy(seek + 4 + RUN_TAG, tail, tlen);
+    /* Runs have no number 0: the first seek lands on the hour's first key. */
+    for (uint64_t run = 0;;) {
+        put_be64(seek + 5, run);
+        rc = scan_prefix(cur, &k, seek, 4 + RUN_TAG + tlen, hour, ret, cb, ctx);
+        if (*ret != STORAGE_OK || rc != 0)
+            return rc;
+        const uint8_t *kp = k.mv_data;
+        if (k.mv_size < 5)
+            return *ret = storage__damaged("counters"), 0;
+        if (get_be32(kp) != hour) {
+            /* Past every key of the hour: nothing was added into it either. */
+            *next = get_be32(kp);
+            return 0;
+        }
+        if (kp[4] != 0)
+            break;
+        if (k.mv_size < 4 + RUN_TAG)
+            return *ret = storage__damaged("counters"), 0;
+        uint64_t landed = get_be64(kp + 5);
+        run = landed > run ? landed : run + 1;
+        if (run == 0)
+            break;
+    }
+    memcpy(seek + 4, tail, tlen);
+    rc = scan_prefix(cur, &k, seek, 4 + tlen, hour, ret, cb, ctx);
+    if (*ret != STORAGE_OK || rc != 0)
+        return rc;
+    if (k.mv_size < 4)
+        return *ret = storage__damaged("counters"), 0;
+    if (get_be32(k.mv_data) > hour)
+        *next = get_be32(k.mv_data);
+    return 0;
+}
+
 int storage_counter_scan(storage_txn_t *txn, const char *code, size_t code_len,
                          storage_facet_t facet, uint32_t hour_from, uint32_t hour_to,
                          int (*cb)(void *ctx, uint32_t hour, storage_bytes_t value, uint64_t count),
                          void *ctx)
 {
     MDB_cursor *cur = NULL;
-    uint8_t seek[4 + 1 + STORAGE_CODE_MAX + 1];
-    size_t plen = 4 + 1 + code_len + 1;
-    MDB_val k;
+    uint8_t tail[1 + STORAGE_CODE_MAX + 1];
+    size_t tlen = 1 + code_len + 1;
     int ret = STORAGE_OK, rc;
 
     if (code_len == 0 || code_len > STORAGE_CODE_MAX)
         return STORAGE_INVALID;
     if (hour_from >= hour_to)
         return STORAGE_OK;
-    seek[4] = (uint8_t)code_len;
-    memcpy(seek + 5, code, code_len);
-    seek[5 + code_len] = (uint8_t)facet;
+    tail[0] = (uint8_t)code_len;
+    memcpy(tail + 1, code, code_len);
+    tail[1 + code_len] = (uint8_t)facet;
     if ((rc = mdb_cursor_open(txn->txn, txn->s->dbi[DB_COUNTERS], &cur)) != 0)
         return storage__fail(rc, "open a cursor on", "counters");
 
-    /* One seek per hour. Where the seek lands past the hour, no key at all
-     * lies in the hours between, so the next seek starts at the hour it landed
-     * in: hours without clicks on any link cost nothing, and an all-time scan
-     * from hour 0 begins at the first hour that has a counter. */
-    for (uint32_t hour = hour_from; hour < hour_to;) {
-        put_be32(seek, hour);
-        rc = scan_prefix(cur, &k, seek, plen, hour, &ret, cb, ctx);
+    /* Where a seek lands past the hour, no key at all lies in the hours
+     * between, so the next hour scanned is the one it landed in: hours
+     * without clicks on any link cost nothing, and an all-time scan from hour
+     * 0 begins at the first hour that has a counter. */
+    for (uint32_t hour = hour_from, next; hour < hour_to; hour = next) {
+        rc = scan_hour(cur, hour, tail, tlen, &next, &ret, cb, ctx);
         if (ret != STORAGE_OK || rc == MDB_NOTFOUND)
-            goto out;
+            break;
         if (rc != 0) {
             ret = storage__fail(rc, "scan", "counters");
-            goto out;
+            break;
         }
-        if (k.mv_size < 4) {
-            ret = storage__damaged("counters");
-            goto out;
-        }
-        uint32_t landed = get_be32(k.mv_data);
-        hour = landed > hour ? landed : hour + 1;
+        if (next <= hour)
+            break; /* the last hour there is */
     }
-out:
     mdb_cursor_close(cur);
     return ret;
 }

@@ -337,6 +337,8 @@ int storage_open(storage_t **out, const storage_options_t *opts, char *err, size
         s->opts.batch_max = 4096;
     if (s->opts.queue_capacity == 0)
         s->opts.queue_capacity = 65536;
+    if (s->opts.counter_run_links == 0)
+        s->opts.counter_run_links = 16384;
 
     if (make_dirs(opts->dir, err, errlen) != STORAGE_OK)
         goto out;

@@ -197,6 +197,12 @@ size_t storage__counters_slice(const storage_t *s);
 /* For tests: gathers one engagement's increments into b; after seal, the
  * i-th key in write order. */
 void storage__counters_add(counter_batch_t *b, const storage_engagement_t *e);
+/* Decides, once sealed, how b is written: spread over at least
+ * opts.counter_run_links links, as a run of its own numbered first_seq (the
+ * first engagement it counts), else added into the hours' counters. */
+void storage__counters_plan(const storage_t *s, counter_batch_t *b, uint64_t first_seq);
+/* b's run, 0 when it is added into the hours' counters. */
+uint64_t storage__counters_run(const counter_batch_t *b);
 const uint8_t *storage__counters_key(const counter_batch_t *b, size_t i, size_t *klen);
 /* Writes up to limit of sealed b's keys from *pos on, advancing *pos. */
 int storage__counters_write(storage_txn_t *txn, const counter_batch_t *b, size_t *pos,

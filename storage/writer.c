@@ -568,6 +568,7 @@ static void seal_counters(storage_t *s, uint64_t now)
     s->counters_out = s->counters;
     s->counters = b;
     storage__counters_seal(s, s->counters_out);
+    storage__counters_plan(s, s->counters_out, s->cs.base + 1);
     s->cs.out_busy = true;
     s->cs.out_from = s->cs.base;
     s->cs.out_to = s->next_seq - 1;

@@ -1105,9 +1105,10 @@ static bool counters_in_progress(storage_t *s)
 /* The child clicks once on each of many links, so their counters take several
  * group commits to write, and is killed with SIGKILL while they are part
  * written. */
-static void crash_while_counters_written(const char *dir)
+static void crash_while_counters_written(const char *dir, unsigned run_links)
 {
-    storage_options_t o = {.dir = dir, .map_size = (size_t)256 << 20};
+    storage_options_t o = {
+        .dir = dir, .map_size = (size_t)256 << 20, .counter_run_links = run_links};
     storage_t *s;
     storage_stats_t st;
     char err[256];
@@ -1152,21 +1153,40 @@ static void expect_single(storage_t *s, const char *code, storage_facet_t facet,
                  value);
 }
 
+/* Keys of the counters that belong to runs (a 0 where a code's length is). */
+static size_t run_keys(storage_t *s)
+{
+    MDB_txn *txn;
+    MDB_cursor *cur;
+    MDB_val k, v;
+    size_t n = 0;
+
+    assert_int_equal(mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn), 0);
+    assert_int_equal(mdb_cursor_open(txn, s->dbi[DB_COUNTERS], &cur), 0);
+    for (int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT))
+        n += k.mv_size > 4 && ((const uint8_t *)k.mv_data)[4] == 0;
+    mdb_cursor_close(cur);
+    mdb_txn_abort(txn);
+    return n;
+}
+
 /* Killed while a sealed batch is part written: each link is counted once,
  * under its own country and referrer (not only in its total), after one
- * restart and after another. */
-static void storage_counters_exact_after_kill_mid_write(void **state)
+ * restart and after another. With run_links at most SPREAD_LINKS, the batch
+ * was being written as a run. */
+static void exact_after_kill_mid_write(unsigned run_links)
 {
     fixture_t *f = fixture_new();
 
-    (void)state;
+    f->opts.counter_run_links = run_links;
     fixture_open(f);
     storage_close(f->s);
 
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0)
-        crash_while_counters_written(f->dir);
+        crash_while_counters_written(f->dir, run_links);
     expect_killed(pid);
 
     for (int restart = 0; restart < 2; restart++) {
@@ -1187,8 +1207,106 @@ static void storage_counters_exact_after_kill_mid_write(void **state)
             expect_single(f->s, code, STORAGE_FACET_REFERRER, REFERRERS[i % NREFERRERS]);
         }
         assert_int_equal(sum, SPREAD_LINKS);
+        if (run_links <= SPREAD_LINKS)
+            assert_true(run_keys(f->s) >= SPREAD_LINKS);
+        else
+            assert_int_equal(run_keys(f->s), 0);
         storage_close(f->s);
     }
+    remove_tree(f->dir);
+    free(f);
+}
+
+static void storage_counters_exact_after_kill_mid_write(void **state)
+{
+    (void)state;
+    exact_after_kill_mid_write(SPREAD_LINKS * 10);
+}
+
+static void storage_counters_exact_after_kill_mid_run(void **state)
+{
+    (void)state;
+    exact_after_kill_mid_write(SPREAD_LINKS / 6);
+}
+
+#define RUN_LINKS 40
+
+/* One click on link i of a batch spread over 5 * RUN_LINKS links, at hour
+ * offset h. */
+static storage_engagement_t spread_click(int i, int h)
+{
+    static const char url[] = "https://example.com/spread";
+    char code[16];
+
+    snprintf(code, sizeof(code), "r%03d", i);
+    storage_engagement_t e = engagement(code, T0 + h * HOUR_US + i, COUNTRIES[i % NCOUNTRIES],
+                                        REFERRERS[i % NREFERRERS], 0, 0, false);
+    snprintf(e.group_guid, sizeof(e.group_guid), "%s", "Bgroup00001");
+    e.long_url = (storage_bytes_t){url, strlen(url)};
+    return e;
+}
+
+/* A batch spread over many links goes into a run of its own; clicks on a few
+ * links later in the same hour are added into the hour's keys, and a link's
+ * readers sum both, per value and per hour, skipping the empty hours. */
+static void storage_counters_spread_batch_written_as_run(void **state)
+{
+    fixture_t *f = fixture_new();
+    storage_engagement_t list[5 * RUN_LINKS];
+    storage_reader_t *r;
+    uint32_t h0 = (uint32_t)(T0 / HOUR_US);
+
+    (void)state;
+    f->opts.counter_run_links = RUN_LINKS;
+    fixture_open(f);
+    for (int i = 0; i < 5 * RUN_LINKS; i++)
+        list[i] = spread_click(i, 0);
+    record_all(f->s, list, 5 * RUN_LINKS);
+    size_t in_runs = run_keys(f->s);
+    assert_true(in_runs >= 5 * RUN_LINKS); /* each link's total, at least */
+
+    /* A few links: added into the hour (two clicks on link 0), and three
+     * hours later (link 1). */
+    list[0] = spread_click(0, 0);
+    list[1] = spread_click(0, 0);
+    list[2] = spread_click(1, 3);
+    record_all(f->s, list, 3);
+    assert_int_equal(run_keys(f->s), in_runs);
+
+    assert_int_equal(storage_reader_open(f->s, &r), STORAGE_OK);
+    storage_txn_t *txn = storage_reader_begin(r);
+    counts_t c = scan_counts(txn, "r000", STORAGE_FACET_TOTAL, h0, h0 + 10);
+    uint64_t total = 0;
+    for (int i = 0; i < c.n; i++) {
+        assert_int_equal(c.hours[i], h0);
+        total += c.counts[i];
+    }
+    assert_int_equal(total, 3);
+    c = scan_counts(txn, "r000", STORAGE_FACET_COUNTRY, h0, h0 + 1);
+    total = 0;
+    for (int i = 0; i < c.n; i++) {
+        assert_string_equal(c.values[i], COUNTRIES[0]);
+        total += c.counts[i];
+    }
+    assert_int_equal(total, 3);
+    c = scan_counts(txn, "r001", STORAGE_FACET_TOTAL, 0, UINT32_MAX);
+    assert_int_equal(c.n, 2);
+    assert_int_equal(c.hours[0], h0);
+    assert_int_equal(c.counts[0], 1);
+    assert_int_equal(c.hours[1], h0 + 3);
+    assert_int_equal(c.counts[1], 1);
+    c = scan_counts(txn, "r001", STORAGE_FACET_REFERRER, h0 + 1, h0 + 3);
+    assert_int_equal(c.n, 0);
+    /* Codes that start alike stay apart: r00 has no clicks. */
+    c = scan_counts(txn, "r00", STORAGE_FACET_TOTAL, 0, UINT32_MAX);
+    assert_int_equal(c.n, 0);
+    storage_reader_end(r);
+    for (int i = 2; i < 5 * RUN_LINKS; i++) {
+        storage_engagement_t e = spread_click(i, 0);
+        assert_int_equal(total_clicks(f->s, e.code), 1);
+    }
+    storage_reader_close(r);
+    storage_close(f->s);
     remove_tree(f->dir);
     free(f);
 }
@@ -1230,6 +1348,8 @@ int main(void)
         cmocka_unit_test(storage_engagement_map_full_counts_loss),
         cmocka_unit_test(storage_counters_recounted_after_kill),
         cmocka_unit_test(storage_counters_exact_after_kill_mid_write),
+        cmocka_unit_test(storage_counters_exact_after_kill_mid_run),
+        cmocka_unit_test(storage_counters_spread_batch_written_as_run),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
