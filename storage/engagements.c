@@ -131,6 +131,7 @@ struct counter_batch {
     size_t keys_len, keys_cap;
     counter_order_t *order;     /* entries sorted by key, for the writes */
     counter_order_t *order_tmp; /* the radix sort's other buffer */
+    size_t nkeys;               /* of order, once sealed: one per distinct key */
     uint64_t run;               /* written as this run; 0: added into the hours' counters */
 };
 
@@ -256,6 +257,7 @@ void storage__counters_reset(counter_batch_t *b)
     b->nlinks = 0;
     b->ncountries = 0;
     b->keys_len = 0;
+    b->nkeys = 0;
     b->run = 0;
 }
 
@@ -486,6 +488,26 @@ static void counter_add_string(counter_batch_t *b, const uint8_t *prefix, size_t
     counter_add_n(b, prefix, plen, facet, value, strlen(value), count);
 }
 
+/* Adds an entry without looking for its key: sealing sums entries of one key
+ * once they are sorted next to each other. Folding a link's counts needs no
+ * probe of the index, which over hundreds of thousands of links missed the
+ * cache twice per key. */
+static void counter_append(counter_batch_t *b, const uint8_t *prefix, size_t plen, uint8_t facet,
+                           const void *value, size_t vlen, uint64_t count)
+{
+    uint8_t *key;
+
+    if (b->n >= b->cap || b->keys_len + plen + 1 + vlen > b->keys_cap)
+        abort();
+    key = b->keys + b->keys_len;
+    memcpy(key, prefix, plen);
+    key[plen] = facet;
+    if (vlen > 0)
+        memcpy(key + plen + 1, value, vlen);
+    b->keys_len += plen + 1 + vlen;
+    b->entries[b->n++] = (counter_entry_t){count, 0, key, (uint16_t)(plen + 1 + vlen)};
+}
+
 /* The link's counts for the hour the prefix names, made on first use. */
 static link_counts_t *link_counts(counter_batch_t *b, const uint8_t *prefix, size_t plen)
 {
@@ -563,38 +585,40 @@ static void counters_collect(counter_batch_t *b, const storage_engagement_t *e)
         counter_add_string(b, prefix, plen, STORAGE_FACET_REFERRER, e->referrer, 1);
 }
 
-/* Turns the per-link counts into keyed increments, ready to sort. */
+/* Turns the per-link counts into keyed increments, ready to sort. The index
+ * is not used past this point: these entries are appended, and a link's
+ * minute may repeat one set aside while gathering. */
 static void counters_fold_links(storage_t *s, counter_batch_t *b)
 {
     for (size_t i = 0; i < b->nlinks; i++) {
         link_counts_t *l = &b->links[i];
         if (l->total == 0)
             continue;
-        counter_add_n(b, l->prefix, l->plen, STORAGE_FACET_TOTAL, "", 0, l->total);
+        counter_append(b, l->prefix, l->plen, STORAGE_FACET_TOTAL, "", 0, l->total);
         if (l->minute_count > 0)
-            counter_add_n(b, l->prefix, l->plen, STORAGE_FACET_MINUTE, &l->minute, 1,
-                          l->minute_count);
+            counter_append(b, l->prefix, l->plen, STORAGE_FACET_MINUTE, &l->minute, 1,
+                           l->minute_count);
         for (uint8_t d = 0; d < DEVICES; d++) {
             if (l->device[d] > 0)
-                counter_add_string(b, l->prefix, l->plen, STORAGE_FACET_DEVICE,
-                                   storage_device_name(d), l->device[d]);
+                counter_append(b, l->prefix, l->plen, STORAGE_FACET_DEVICE, storage_device_name(d),
+                               strlen(storage_device_name(d)), l->device[d]);
         }
         for (uint8_t k = 0; k < KINDS; k++) {
             if (l->kind[k] > 0)
-                counter_add_string(b, l->prefix, l->plen, STORAGE_FACET_KIND, storage_kind_name(k),
-                                   l->kind[k]);
+                counter_append(b, l->prefix, l->plen, STORAGE_FACET_KIND, storage_kind_name(k),
+                               strlen(storage_kind_name(k)), l->kind[k]);
         }
         if (l->direct > 0)
-            counter_add_string(b, l->prefix, l->plen, STORAGE_FACET_REFERRER,
-                               STORAGE_REFERRER_DIRECT, l->direct);
+            counter_append(b, l->prefix, l->plen, STORAGE_FACET_REFERRER, STORAGE_REFERRER_DIRECT,
+                           strlen(STORAGE_REFERRER_DIRECT), l->direct);
         storage__writer_pace(s);
     }
     for (size_t i = 0; i < b->ncountries; i++) {
         const country_count_t *c = &b->countries[i];
         const link_counts_t *l = &b->links[c->key >> 24];
         uint8_t cc[2] = {(uint8_t)(c->key >> 8), (uint8_t)c->key};
-        counter_add_n(b, l->prefix, l->plen, STORAGE_FACET_COUNTRY, cc, (c->key >> 16) & 0xff,
-                      c->count);
+        counter_append(b, l->prefix, l->plen, STORAGE_FACET_COUNTRY, cc, (c->key >> 16) & 0xff,
+                       c->count);
         storage__writer_pace(s);
     }
 }
@@ -736,12 +760,23 @@ size_t storage__counters_seal(storage_t *s, counter_batch_t *b)
         if (j - i > 1)
             qsort(b->order + i, j - i, sizeof(*b->order), counter_cmp);
     }
-    return b->n;
+    /* Entries of one key are next to each other: the first takes the sum. */
+    size_t kept = 0;
+    for (size_t i = 0; i < b->n; i++) {
+        counter_order_t *o = &b->order[i];
+        if (kept > 0 && counter_cmp(&b->order[kept - 1], o) == 0)
+            b->order[kept - 1].c->count += o->c->count;
+        else
+            b->order[kept++] = *o;
+        storage__writer_pace(s);
+    }
+    b->nkeys = kept;
+    return kept;
 }
 
 size_t storage__counters_keys(const counter_batch_t *b)
 {
-    return b->n;
+    return b->nkeys;
 }
 
 void storage__counters_add(counter_batch_t *b, const storage_engagement_t *e)
@@ -787,10 +822,10 @@ static int run_put(MDB_cursor *cur, uint64_t run, const counter_entry_t *c)
 int storage__counters_write(storage_txn_t *txn, const counter_batch_t *b, size_t *pos, size_t limit)
 {
     MDB_cursor *cur;
-    size_t end = b->n - *pos > limit ? *pos + limit : b->n;
+    size_t end = b->nkeys - *pos > limit ? *pos + limit : b->nkeys;
     int ret = STORAGE_OK, rc;
 
-    if (*pos >= b->n)
+    if (*pos >= b->nkeys)
         return STORAGE_OK;
     /* Writing in key order touches each page once and keeps the cursor close
      * to its next key. */
@@ -849,7 +884,7 @@ static int delete_progress(storage_txn_t *txn)
 int storage__counters_progress(storage_txn_t *txn, uint64_t from, uint64_t to,
                                const counter_batch_t *b, size_t pos)
 {
-    if (pos >= b->n) {
+    if (pos >= b->nkeys) {
         int ret = write_counters_seq(txn, to);
         return ret == STORAGE_OK ? delete_progress(txn) : ret;
     }

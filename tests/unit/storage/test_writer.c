@@ -397,6 +397,8 @@ static void storage_engagement_query_truncated(void **state)
 
 /* ---- counters ---- */
 
+static size_t run_keys(storage_t *s);
+
 typedef struct counts {
     char values[8][32];
     uint32_t hours[8];
@@ -597,6 +599,67 @@ static void storage_counters_sealed_in_key_order(void **state)
             fail_msg("key %zu is not after key %zu", i, i - 1);
     }
     storage__counters_free(b);
+}
+
+static int write_batch_as_run(storage_txn_t *txn, void *arg)
+{
+    counter_batch_t *b = arg;
+    size_t pos = 0;
+
+    storage__counters_plan(txn->s, b, 1);
+    assert_int_not_equal(storage__counters_run(b), 0);
+    return storage__counters_write(txn, b, &pos, SIZE_MAX);
+}
+
+/* A link whose clicks come back to a minute it had left (clocks of several
+ * workers) has that minute's clicks set aside twice: sealing sums them into
+ * one key, which a run holds whole. */
+static void storage_counters_minute_revisited_summed(void **state)
+{
+    fixture_t *f = fixture_new();
+    counter_batch_t *b = storage__counters_new(64);
+    static const int minutes[] = {0, 1, 0, 2, 1, 0};
+    storage_reader_t *r;
+    uint32_t h0 = (uint32_t)(T0 / HOUR_US);
+
+    (void)state;
+    f->opts.counter_run_links = 1;
+    fixture_open(f);
+    for (size_t i = 0; i < sizeof(minutes) / sizeof(minutes[0]); i++) {
+        storage_engagement_t e = engagement("m", T0 + minutes[i] * INT64_C(60000000) + (int64_t)i,
+                                            "DE", "direct", 0, 0, false);
+        storage__counters_add(b, &e);
+    }
+    size_t n = storage__counters_seal(f->s, b);
+    for (size_t i = 1; i < n; i++) {
+        size_t alen, blen;
+        const uint8_t *a = storage__counters_key(b, i - 1, &alen);
+        const uint8_t *k = storage__counters_key(b, i, &blen);
+        if (alen == blen && memcmp(a, k, alen) == 0)
+            fail_msg("key %zu repeats key %zu", i, i - 1);
+    }
+    assert_int_equal(storage_run(f->s, write_batch_as_run, b), STORAGE_OK);
+    assert_int_equal(run_keys(f->s), n);
+
+    assert_int_equal(storage_reader_open(f->s, &r), STORAGE_OK);
+    counts_t c = scan_counts(storage_reader_begin(r), "m", STORAGE_FACET_MINUTE, h0, h0 + 1);
+    uint64_t per_minute[3] = {0, 0, 0};
+    for (int i = 0; i < c.n; i++) {
+        assert_int_equal(strlen(c.values[i]) <= 1, true);
+        per_minute[(uint8_t)c.values[i][0] % 3] += c.counts[i];
+    }
+    assert_int_equal(per_minute[0], 3);
+    assert_int_equal(per_minute[1], 2);
+    assert_int_equal(per_minute[2], 1);
+    c = scan_counts(storage_reader_begin(r), "m", STORAGE_FACET_TOTAL, h0, h0 + 1);
+    assert_int_equal(c.n, 1);
+    assert_int_equal(c.counts[0], 6);
+    storage_reader_end(r);
+    storage_reader_close(r);
+    storage__counters_free(b);
+    storage_close(f->s);
+    remove_tree(f->dir);
+    free(f);
 }
 
 /* A sealed batch bigger than the slices the gathering clicks leave room for
@@ -1350,6 +1413,7 @@ int main(void)
         cmocka_unit_test(storage_counters_exact_after_kill_mid_write),
         cmocka_unit_test(storage_counters_exact_after_kill_mid_run),
         cmocka_unit_test(storage_counters_spread_batch_written_as_run),
+        cmocka_unit_test(storage_counters_minute_revisited_summed),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
