@@ -680,9 +680,9 @@ static int counter_cmp(const void *a, const void *b)
 
 /* One descent per counter: the cursor finds the key and overwrites the value in
  * place, or inserts where it stopped. */
-static int counter_increment(MDB_cursor *cur, const counter_entry_t *c)
+static int counter_add_into(MDB_cursor *cur, const uint8_t *key, size_t klen, uint64_t add)
 {
-    MDB_val k = {c->klen, (void *)c->key}, v;
+    MDB_val k = {klen, (void *)key}, v;
     uint64_t count = 0;
     uint8_t buf[9];
     wbuf_t w = {buf, 0, sizeof(buf)};
@@ -700,7 +700,7 @@ static int counter_increment(MDB_cursor *cur, const counter_entry_t *c)
         return storage__fail(rc, "read", "counters");
     }
     wb_u8(&w, STORAGE_VERSION);
-    wb_u64(&w, count + c->count);
+    wb_u64(&w, count + add);
     v.mv_data = buf;
     v.mv_size = sizeof(buf);
     rc = mdb_cursor_put(cur, &k, &v, flags);
@@ -801,6 +801,11 @@ uint64_t storage__counters_run(const counter_batch_t *b)
     return b->run;
 }
 
+uint32_t storage__counters_first_hour(const counter_batch_t *b)
+{
+    return b->nkeys > 0 ? get_be32(b->order[0].c->key) : UINT32_MAX;
+}
+
 /* Puts one key of a run: hour, 0, run, then the rest of the hour's key. The
  * run's keys are new and each holds the whole count, so writing one again
  * (a slice redone after a crash) leaves the same value. */
@@ -840,15 +845,145 @@ int storage__counters_write(storage_txn_t *txn, const counter_batch_t *b, size_t
             __builtin_prefetch(b->order[i + 2 * COUNTER_PREFETCH].c);
         if (i + COUNTER_PREFETCH < end)
             __builtin_prefetch(b->order[i + COUNTER_PREFETCH].c->key);
+        const counter_entry_t *c = b->order[i].c;
         if (b->run != 0)
-            ret = run_put(cur, b->run, b->order[i].c);
+            ret = run_put(cur, b->run, c);
         else
-            ret = counter_increment(cur, b->order[i].c);
+            ret = counter_add_into(cur, c->key, c->klen, c->count);
         storage__writer_pace(txn->s);
     }
     mdb_cursor_close(cur);
     if (ret == STORAGE_OK)
         *pos = end;
+    return ret;
+}
+
+/* ---- merging runs ----
+ *
+ * Each run of an hour costs its readers a seek or two, so once an hour is
+ * over the writer folds its later runs into its first, a slice of keys per
+ * group when it has time to spare: each key is added into the first run's and
+ * deleted from its own in one transaction, so a reader, or a crash, sees
+ * every click counted once whatever slices are done. The run a sealed batch
+ * is being written to is left alone (its keys could be written again after a
+ * crash, whole). */
+
+/* The run of hour that k is a key of, or 0 when it is none. */
+static uint64_t run_of(const MDB_val *k, uint32_t hour)
+{
+    const uint8_t *p = k->mv_data;
+
+    if (k->mv_size < 4 + RUN_TAG + 2 || get_be32(p) != hour || p[4] != 0)
+        return 0;
+    return get_be64(p + 5);
+}
+
+/* Seeks the first key at or after hour + 0 + run. */
+static int seek_run(MDB_cursor *cur, uint32_t hour, uint64_t run, MDB_val *k, MDB_val *v)
+{
+    uint8_t seek[4 + RUN_TAG];
+
+    put_be32(seek, hour);
+    seek[4] = 0;
+    put_be64(seek + 5, run);
+    *k = (MDB_val){sizeof(seek), seek};
+    return mdb_cursor_get(cur, k, v, MDB_SET_RANGE);
+}
+
+/* Finds, from *hour on and before before, an hour with two runs or more, and
+ * its first two; looks at HOURS_PER_LOOK hours with counters at most. Leaves
+ * *hour at the first hour not yet looked at, and returns STORAGE_NOTFOUND
+ * when it found none. */
+#define HOURS_PER_LOOK 1024
+static int find_runs(MDB_cursor *cur, uint32_t *hour, uint32_t before, uint64_t *dst, uint64_t *src)
+{
+    MDB_val k, v;
+    int rc;
+
+    for (int looked = 0; *hour < before && looked < HOURS_PER_LOOK; looked++) {
+        uint32_t h = *hour;
+        rc = seek_run(cur, h, 0, &k, &v);
+        if (rc == MDB_NOTFOUND) {
+            *hour = before;
+            break;
+        }
+        if (rc != 0)
+            return storage__fail(rc, "scan", "counters");
+        if (k.mv_size < 4)
+            return storage__damaged("counters");
+        if (get_be32(k.mv_data) != h) {
+            *hour = get_be32(k.mv_data); /* no key at all in the hours between */
+            continue;
+        }
+        uint64_t first = run_of(&k, h), second = 0;
+        if (first != 0 && first != UINT64_MAX) {
+            rc = seek_run(cur, h, first + 1, &k, &v);
+            if (rc != 0 && rc != MDB_NOTFOUND)
+                return storage__fail(rc, "scan", "counters");
+            second = rc == 0 ? run_of(&k, h) : 0;
+        }
+        if (second != 0) {
+            *dst = first;
+            *src = second;
+            return STORAGE_OK;
+        }
+        *hour = h + 1;
+    }
+    return STORAGE_NOTFOUND;
+}
+
+int storage__counters_merge(storage_txn_t *txn, uint32_t *hour, uint32_t before, uint64_t busy,
+                            size_t limit, size_t *moved)
+{
+    MDB_cursor *src_cur = NULL, *dst_cur = NULL;
+    uint8_t key[RUN_KEY_MAX];
+    uint64_t dst, src;
+    MDB_val k, v;
+    int ret, rc;
+
+    *moved = 0;
+    if ((rc = mdb_cursor_open(txn->txn, txn->s->dbi[DB_COUNTERS], &src_cur)) != 0)
+        return storage__fail(rc, "open a cursor on", "counters");
+    if ((rc = mdb_cursor_open(txn->txn, txn->s->dbi[DB_COUNTERS], &dst_cur)) != 0) {
+        mdb_cursor_close(src_cur);
+        return storage__fail(rc, "open a cursor on", "counters");
+    }
+    ret = find_runs(src_cur, hour, before, &dst, &src);
+    if (ret != STORAGE_OK || dst == busy || src == busy) {
+        if (ret == STORAGE_OK)
+            *hour += 1; /* that hour waits for the batch to be written */
+        ret = ret == STORAGE_NOTFOUND || ret == STORAGE_OK ? STORAGE_OK : ret;
+        goto out;
+    }
+    while (*moved < limit) {
+        rc = seek_run(src_cur, *hour, src, &k, &v);
+        if (rc == MDB_NOTFOUND || (rc == 0 && run_of(&k, *hour) != src))
+            break; /* src is all in dst now */
+        if (rc != 0) {
+            ret = storage__fail(rc, "scan", "counters");
+            goto out;
+        }
+        rbuf_t r = {v.mv_data, v.mv_size, false};
+        if (k.mv_size > sizeof(key) || rb_u8(&r) != STORAGE_VERSION || r.left != 8) {
+            ret = storage__damaged("counters");
+            goto out;
+        }
+        uint64_t count = rb_u64(&r);
+        size_t klen = k.mv_size;
+        memcpy(key, k.mv_data, klen);
+        if ((rc = mdb_cursor_del(src_cur, 0)) != 0) {
+            ret = storage__fail(rc, "delete from", "counters");
+            goto out;
+        }
+        put_be64(key + 5, dst);
+        if ((ret = counter_add_into(dst_cur, key, klen, count)) != STORAGE_OK)
+            goto out;
+        ++*moved;
+        storage__writer_pace(txn->s);
+    }
+out:
+    mdb_cursor_close(dst_cur);
+    mdb_cursor_close(src_cur);
     return ret;
 }
 

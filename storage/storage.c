@@ -338,7 +338,7 @@ int storage_open(storage_t **out, const storage_options_t *opts, char *err, size
     if (s->opts.queue_capacity == 0)
         s->opts.queue_capacity = 65536;
     if (s->opts.counter_run_links == 0)
-        s->opts.counter_run_links = 16384;
+        s->opts.counter_run_links = 131072;
 
     if (make_dirs(opts->dir, err, errlen) != STORAGE_OK)
         goto out;

@@ -128,6 +128,7 @@ struct storage {
     uint64_t counters_out_us;        /* time spent writing counters_out so far */
     uint64_t counters_flush_cost_us; /* ... and for the last one written whole */
     uint64_t counters_since_us;      /* monotonic time of the oldest gathered */
+    uint32_t merge_hour;             /* runs are merged from this hour on (engagements.c) */
     char *scratch_query;             /* a popped slot's query and URL, when they were inline */
     char *scratch_record;            /* one encoded engagement, allocated on first use */
     char *popped_heap;               /* the popped slot's heap block, freed once stored */
@@ -203,6 +204,14 @@ void storage__counters_add(counter_batch_t *b, const storage_engagement_t *e);
 void storage__counters_plan(const storage_t *s, counter_batch_t *b, uint64_t first_seq);
 /* b's run, 0 when it is added into the hours' counters. */
 uint64_t storage__counters_run(const counter_batch_t *b);
+/* The hour of b's first key once sealed (UINT32_MAX when it has none). */
+uint32_t storage__counters_first_hour(const counter_batch_t *b);
+/* Moves up to limit keys of the second run of the first hour from *hour on
+ * (and before before) that has two runs into its first run, and sets *moved;
+ * *hour is left at that hour, or past the hours it found nothing to do in. A
+ * run numbered busy is left alone. See storage/engagements.c. */
+int storage__counters_merge(storage_txn_t *txn, uint32_t *hour, uint32_t before, uint64_t busy,
+                            size_t limit, size_t *moved);
 const uint8_t *storage__counters_key(const counter_batch_t *b, size_t i, size_t *klen);
 /* Writes up to limit of sealed b's keys from *pos on, advancing *pos. */
 int storage__counters_write(storage_txn_t *txn, const counter_batch_t *b, size_t *pos,

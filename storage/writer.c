@@ -554,6 +554,10 @@ static void restore_counters(storage_t *s, MDB_txn *txn, uint64_t now)
 /* The sealed counters are all written. */
 static void finish_out(storage_t *s)
 {
+    /* A new run: its hours may need merging again. */
+    uint32_t hour = storage__counters_first_hour(s->counters_out);
+    if (storage__counters_run(s->counters_out) != 0 && hour < s->merge_hour)
+        s->merge_hour = hour;
     s->cs.out_busy = false;
     storage__counters_reset(s->counters_out);
     s->counters_flush_cost_us = s->counters_out_us;
@@ -634,6 +638,41 @@ static int counters_before(storage_t *s, MDB_txn *txn, uint64_t now)
     return write_counters(s, txn, false);
 }
 
+/* In a group with time to spare (few clicks), merges a slice of the runs of
+ * the hours before this one, in a nested transaction: should that fail, the
+ * group goes on without it. */
+static void merge_runs(storage_t *s, MDB_txn *parent, size_t stored)
+{
+    storage_txn_t t = {NULL, s};
+    struct timespec ts;
+    size_t moved;
+
+    if (s->counters_lost || stored >= s->opts.batch_max / 4 || queue_depth(s) >= s->opts.batch_max)
+        return;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint32_t hour = (uint32_t)(ts.tv_sec / 3600);
+    if (s->merge_hour >= hour)
+        return;
+    uint64_t busy = s->cs.out_busy ? storage__counters_run(s->counters_out) : 0;
+    uint32_t was = s->merge_hour;
+    int rc = mdb_txn_begin(s->env, parent, 0, &t.txn);
+    if (rc != 0) {
+        storage__fail(rc, "begin a nested transaction on", "the environment");
+        goto failed;
+    }
+    if (storage__counters_merge(&t, &s->merge_hour, hour, busy, COUNTER_SLICE, &moved) !=
+        STORAGE_OK) {
+        mdb_txn_abort(t.txn);
+        goto failed;
+    }
+    if ((rc = mdb_txn_commit(t.txn)) == 0)
+        return;
+    storage__fail(rc, "commit", "a merge of counter runs");
+failed:
+    s->merge_hour = was;
+    remember_failure(s);
+}
+
 /* When the writer stops: everything in memory, this group's clicks included,
  * is written whole. */
 static int counters_final(storage_t *s, MDB_txn *txn, uint64_t now)
@@ -670,6 +709,7 @@ static bool run_batch(storage_t *s, storage_job_t *jobs, size_t njobs, size_t en
     stored = store_engagements(s, txn, eng_limit, &taken);
     /* A failed engagement group counted clicks it did not store. */
     restore_counters(s, txn, started);
+    merge_runs(s, txn, stored);
     run_jobs(s, txn, jobs);
     if (stored > 0 && s->cs.pending == 0)
         s->counters_since_us = started;

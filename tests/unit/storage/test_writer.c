@@ -1374,6 +1374,160 @@ static void storage_counters_spread_batch_written_as_run(void **state)
     free(f);
 }
 
+/* The distinct runs the counters of hour hold. */
+static size_t distinct_runs(storage_t *s, uint32_t hour)
+{
+    MDB_txn *txn;
+    MDB_cursor *cur;
+    MDB_val k, v;
+    size_t n = 0;
+    uint64_t last = 0;
+
+    assert_int_equal(mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn), 0);
+    assert_int_equal(mdb_cursor_open(txn, s->dbi[DB_COUNTERS], &cur), 0);
+    for (int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        const uint8_t *p = k.mv_data;
+        if (k.mv_size > 13 && get_be32(p) == hour && p[4] == 0 && get_be64(p + 5) != last) {
+            last = get_be64(p + 5);
+            n++;
+        }
+    }
+    mdb_cursor_close(cur);
+    mdb_txn_abort(txn);
+    return n;
+}
+
+typedef struct run_batch_arg {
+    counter_batch_t *b;
+    uint64_t first_seq;
+} run_batch_arg_t;
+
+static int write_run(storage_txn_t *txn, void *arg)
+{
+    run_batch_arg_t *a = arg;
+    size_t pos = 0;
+
+    storage__counters_plan(txn->s, a->b, a->first_seq);
+    return storage__counters_write(txn, a->b, &pos, SIZE_MAX);
+}
+
+typedef struct merge_arg {
+    uint32_t hour, before;
+    uint64_t busy;
+    size_t moved;
+} merge_arg_t;
+
+static int merge_slice(storage_txn_t *txn, void *arg)
+{
+    merge_arg_t *m = arg;
+    return storage__counters_merge(txn, &m->hour, m->before, m->busy, 7, &m->moved);
+}
+
+/* Everything a link's readers see, summed per facet and value. */
+static uint64_t facet_sum(storage_t *s, const char *code, storage_facet_t facet, const char *value)
+{
+    storage_reader_t *r;
+    uint64_t n = 0;
+    uint32_t h0 = (uint32_t)(T0 / HOUR_US);
+
+    assert_int_equal(storage_reader_open(s, &r), STORAGE_OK);
+    counts_t c = scan_counts(storage_reader_begin(r), code, facet, h0, h0 + 1);
+    for (int i = 0; i < c.n; i++)
+        n += strcmp(c.values[i], value) == 0 ? c.counts[i] : 0;
+    storage_reader_end(r);
+    storage_reader_close(r);
+    return n;
+}
+
+/* Three runs in one hour, over links they share in part, merge a few keys at
+ * a time into the first: the hour ends with one run, and every count read
+ * before, between and after the slices is the same. A run being written is
+ * left alone. */
+static void storage_counters_runs_merged(void **state)
+{
+    fixture_t *f = fixture_new();
+    uint32_t h0 = (uint32_t)(T0 / HOUR_US);
+    char code[16];
+
+    (void)state;
+    f->opts.counter_run_links = 1;
+    fixture_open(f);
+    for (int run = 0; run < 3; run++) {
+        counter_batch_t *b = storage__counters_new(256);
+        for (int i = run * 5; i < run * 5 + 20; i++) {
+            snprintf(code, sizeof(code), "g%d", i);
+            storage_engagement_t e = engagement(code, T0 + run * INT64_C(60000000) + i,
+                                                COUNTRIES[run % NCOUNTRIES], "direct", 0, 0, false);
+            storage__counters_add(b, &e);
+        }
+        storage__counters_seal(f->s, b);
+        run_batch_arg_t a = {b, (uint64_t)run * 100 + 1};
+        assert_int_equal(storage_run(f->s, write_run, &a), STORAGE_OK);
+        storage__counters_free(b);
+    }
+    assert_int_equal(distinct_runs(f->s, h0), 3);
+
+    /* The run being written holds back its hour. */
+    merge_arg_t m = {0, h0 + 1, 101, 0};
+    assert_int_equal(storage_run(f->s, merge_slice, &m), STORAGE_OK);
+    assert_int_equal(m.moved, 0);
+    assert_int_equal(distinct_runs(f->s, h0), 3);
+
+    m = (merge_arg_t){0, h0 + 1, 0, 0};
+    int slices = 0;
+    do {
+        assert_int_equal(storage_run(f->s, merge_slice, &m), STORAGE_OK);
+        slices += m.moved > 0;
+        assert_true(slices < 1000); /* a merge that moves nothing forward */
+        for (int i = 0; i < 30; i++) {
+            snprintf(code, sizeof(code), "g%d", i);
+            uint64_t want = (uint64_t)(i < 20) + (uint64_t)(i >= 5 && i < 25) + (uint64_t)(i >= 10);
+            if (facet_sum(f->s, code, STORAGE_FACET_TOTAL, "") != want)
+                fail_msg("%s: %llu clicks after %d slices, wanted %llu", code,
+                         (unsigned long long)facet_sum(f->s, code, STORAGE_FACET_TOTAL, ""), slices,
+                         (unsigned long long)want);
+        }
+    } while (m.moved > 0 || m.hour < m.before);
+    assert_true(slices > 2);
+    assert_int_equal(distinct_runs(f->s, h0), 1);
+    assert_int_equal(facet_sum(f->s, "g12", STORAGE_FACET_COUNTRY, COUNTRIES[0]), 1);
+    assert_int_equal(facet_sum(f->s, "g12", STORAGE_FACET_COUNTRY, COUNTRIES[1]), 1);
+    assert_int_equal(facet_sum(f->s, "g12", STORAGE_FACET_COUNTRY, COUNTRIES[2]), 1);
+    assert_int_equal(facet_sum(f->s, "g12", STORAGE_FACET_REFERRER, "direct"), 3);
+    storage_close(f->s);
+    remove_tree(f->dir);
+    free(f);
+}
+
+/* The writer merges the runs of past hours in groups with few clicks. */
+static void storage_writer_merges_past_runs(void **state)
+{
+    fixture_t *f = fixture_new();
+    storage_engagement_t list[5 * RUN_LINKS];
+    uint32_t h0 = (uint32_t)(T0 / HOUR_US);
+
+    (void)state;
+    f->opts.counter_run_links = RUN_LINKS;
+    fixture_open(f);
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < 5 * RUN_LINKS; i++)
+            list[i] = spread_click(i, 0);
+        record_all(f->s, list, 5 * RUN_LINKS);
+    }
+    assert_true(distinct_runs(f->s, h0) >= 2);
+    list[0] = spread_click(7, 5);
+    record_all(f->s, list, 1);
+    assert_int_equal(distinct_runs(f->s, h0), 1);
+    for (int i = 0; i < 5 * RUN_LINKS; i++) {
+        storage_engagement_t e = spread_click(i, 0);
+        assert_int_equal(total_clicks(f->s, e.code), 2);
+    }
+    storage_close(f->s);
+    remove_tree(f->dir);
+    free(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1414,6 +1568,8 @@ int main(void)
         cmocka_unit_test(storage_counters_exact_after_kill_mid_run),
         cmocka_unit_test(storage_counters_spread_batch_written_as_run),
         cmocka_unit_test(storage_counters_minute_revisited_summed),
+        cmocka_unit_test(storage_counters_runs_merged),
+        cmocka_unit_test(storage_writer_merges_past_runs),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
