@@ -20,9 +20,9 @@
  *   new and holding its whole count. A run's keys sort together, before the
  *   hour's added-up keys (no code is 0 bytes long), so writing one fills
  *   pages in order: a few dozen links per page where adding into the hour's
- *   keys dirtied a page per link. Readers sum each run's keys and the hour's.
- *   TODO: merge a closed hour's runs into its keys; until then a link's
- *   reads seek once more for each run of each hour they cover.
+ *   keys dirtied a page per link. Readers sum each run's keys and the hour's,
+ *   a seek or two per run; the writer merges a past hour's runs into its
+ *   first (see "merging runs"), so only the current hour holds several.
  *
  * Counters trail the engagement log. Each click adds to an in-memory batch
  * (per link and hour: total, minute, device, kind; per key: country,
