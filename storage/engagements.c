@@ -56,10 +56,10 @@
 #define PREFIX_MAX       (4 + 1 + STORAGE_CODE_MAX)
 #define DEVICES          5 /* STORAGE_DEVICE_OTHER .. STORAGE_DEVICE_BOT */
 #define KINDS            3 /* STORAGE_KIND_CLICK .. STORAGE_KIND_BIO_CLICK */
-/* Keys a click can add to the keyed table, at most: its country, referrer and
- * a minute set aside when its link's running minute changes, and at a flush
- * the link's total, minute, devices and kinds, which for a link of c clicks
- * are at most 2 + min(5, c) + min(3, c) <= 4c keys. */
+/* Entries a click can add, at most. For a link of c clicks: a referrer or a
+ * share of the link's "direct" key each (c), a minute set aside each time the
+ * running minute changes (c - 1), and at a seal a country each (c), the total
+ * and the running minute (2), and devices and kinds (2c at most): 5c + 1. */
 #define KEYS_PER_ENGAGEMENT 7
 
 /* 32 bytes, the key itself in the batch's arena: with the key inline (up to

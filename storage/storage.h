@@ -63,11 +63,12 @@ typedef struct storage_options {
     int writer_nice;
     unsigned batch_max;      /* records per write transaction; 0 gives 4096 */
     unsigned queue_capacity; /* engagement slots, rounded up to a power of 2; 0 gives 65536 */
-    /* A sealed batch of counters spread over at least this many links (per
-     * hour) is written as a run of its own rather than added into the hour's
-     * counters; 0 gives 131072. A run is cheap to write and costs each read
-     * of the hour a seek or two more, so only batches that would otherwise
-     * dirty that many pages take one. See storage/engagements.c. */
+    /* A sealed batch of counters over at least this many links (a link
+     * clicked in two hours counts twice) is written as a run of its own
+     * rather than added into the hours' counters; 0 gives 131072. A run is
+     * cheap to write and costs each read of its hour a seek or two more, so
+     * only batches that would otherwise dirty that many pages take one. See
+     * storage/engagements.c. */
     unsigned counter_run_links;
     /* Called on the writer thread after each commit that stored engagements,
      * with the sequence number of the last one; may be NULL. Must not block. */

@@ -174,7 +174,9 @@ void *storage__xcalloc(size_t n, size_t size, const char *file, int line);
 int storage__engagement_store(storage_txn_t *txn, storage_engagement_t *e);
 /* Forgets the counter increments gathered in b. */
 void storage__counters_reset(counter_batch_t *b);
-/* Folds and sorts b's increments for writing; returns how many keys. */
+/* Folds and sorts b's increments for writing, summing the entries of each
+ * key; returns how many keys. Once per batch: a second seal would add the
+ * links' counts again. */
 size_t storage__counters_seal(storage_t *s, counter_batch_t *b);
 /* Called by the writer between small steps of long work (an engagement, a
  * counter key, a pass of the sort): after WRITER_RUN_US on the CPU it pauses,
