@@ -937,7 +937,7 @@ int storage__counters_merge(storage_txn_t *txn, uint32_t *hour, uint32_t before,
 {
     MDB_cursor *src_cur = NULL, *dst_cur = NULL;
     uint8_t key[RUN_KEY_MAX];
-    uint64_t dst, src;
+    uint64_t dst = 0, src = 0;
     MDB_val k, v;
     int ret, rc;
 
