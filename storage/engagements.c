@@ -949,16 +949,16 @@ int storage__counters_merge(storage_txn_t *txn, uint32_t *hour, uint32_t before,
         return storage__fail(rc, "open a cursor on", "counters");
     }
     ret = find_runs(src_cur, hour, before, &dst, &src);
-    if (ret != STORAGE_OK || dst == busy || src == busy) {
-        if (ret == STORAGE_OK)
-            *hour += 1; /* that hour waits for the batch to be written */
-        ret = ret == STORAGE_NOTFOUND || ret == STORAGE_OK ? STORAGE_OK : ret;
-        goto out;
-    }
-    while (*moved < limit) {
+    while (ret == STORAGE_OK && *moved < limit) {
+        /* The hour waits (and *hour with it) until that batch is written. */
+        if (dst == busy || src == busy)
+            break;
         rc = seek_run(src_cur, *hour, src, &k, &v);
-        if (rc == MDB_NOTFOUND || (rc == 0 && run_of(&k, *hour) != src))
-            break; /* src is all in dst now */
+        if (rc == MDB_NOTFOUND || (rc == 0 && run_of(&k, *hour) != src)) {
+            /* src is all in dst now: on to the next pair. */
+            ret = find_runs(src_cur, hour, before, &dst, &src);
+            continue;
+        }
         if (rc != 0) {
             ret = storage__fail(rc, "scan", "counters");
             goto out;
@@ -981,6 +981,8 @@ int storage__counters_merge(storage_txn_t *txn, uint32_t *hour, uint32_t before,
         ++*moved;
         storage__writer_pace(txn->s);
     }
+    if (ret == STORAGE_NOTFOUND)
+        ret = STORAGE_OK;
 out:
     mdb_cursor_close(dst_cur);
     mdb_cursor_close(src_cur);

@@ -214,9 +214,11 @@ typedef enum storage_facet {
 } storage_facet_t;
 
 /* Calls cb for each counter of the code and facet with hour in [from, to), where
- * hour is Unix seconds / 3600, in hour order and by value within an hour. Costs
- * one seek per hour in the range that holds a counter of any link, so callers
- * may pass 0 for "since the beginning". */
+ * hour is Unix seconds / 3600, in hour order. Within an hour a value may come
+ * more than once, once per run of counters the hour holds (see
+ * storage/engagements.c), each time with its share: callers sum. Costs one
+ * seek per hour in the range that holds a counter of any link, and one or two
+ * more per run, so callers may pass 0 for "since the beginning". */
 int storage_counter_scan(storage_txn_t *txn, const char *code, size_t code_len,
                          storage_facet_t facet, uint32_t hour_from, uint32_t hour_to,
                          int (*cb)(void *ctx, uint32_t hour, storage_bytes_t value, uint64_t count),

@@ -129,6 +129,7 @@ struct storage {
     uint64_t counters_flush_cost_us; /* ... and for the last one written whole */
     uint64_t counters_since_us;      /* monotonic time of the oldest gathered */
     uint32_t merge_hour;             /* runs are merged from this hour on (engagements.c) */
+    uint64_t merge_after_us;         /* ... and not before this monotonic time */
     char *scratch_query;             /* a popped slot's query and URL, when they were inline */
     char *scratch_record;            /* one encoded engagement, allocated on first use */
     char *popped_heap;               /* the popped slot's heap block, freed once stored */

@@ -549,6 +549,8 @@ static void restore_counters(storage_t *s, MDB_txn *txn, uint64_t now)
     }
     s->counters_lost = false;
     s->counters_since_us = now;
+    /* A batch may have been written whole there: look at every hour again. */
+    s->merge_hour = 0;
 }
 
 /* The sealed counters are all written. */
@@ -638,6 +640,14 @@ static int counters_before(storage_t *s, MDB_txn *txn, uint64_t now)
     return write_counters(s, txn, false);
 }
 
+/* Keys of runs merged per group, and the share of the writer's time merging
+ * may take: a slice is about a millisecond, after which merging waits nine
+ * times as long as the slice took. Under steady moderate load every group
+ * has few clicks, and merging in each would have held every click's commit
+ * back and taken the writer's whole core for minutes after a busy hour. */
+#define MERGE_SLICE 256u
+#define MERGE_SHARE 10u
+
 /* In a group with time to spare (few clicks), merges a slice of the runs of
  * the hours before this one, in a nested transaction: should that fail, the
  * group goes on without it. */
@@ -645,9 +655,11 @@ static void merge_runs(storage_t *s, MDB_txn *parent, size_t stored)
 {
     storage_txn_t t = {NULL, s};
     struct timespec ts;
+    uint64_t t0 = now_us();
     size_t moved;
 
-    if (s->counters_lost || stored >= s->opts.batch_max / 4 || queue_depth(s) >= s->opts.batch_max)
+    if (s->counters_lost || stored >= s->opts.batch_max / 4 ||
+        queue_depth(s) >= s->opts.batch_max || t0 < s->merge_after_us)
         return;
     clock_gettime(CLOCK_REALTIME, &ts);
     uint32_t hour = (uint32_t)(ts.tv_sec / 3600);
@@ -660,13 +672,15 @@ static void merge_runs(storage_t *s, MDB_txn *parent, size_t stored)
         storage__fail(rc, "begin a nested transaction on", "the environment");
         goto failed;
     }
-    if (storage__counters_merge(&t, &s->merge_hour, hour, busy, COUNTER_SLICE, &moved) !=
+    if (storage__counters_merge(&t, &s->merge_hour, hour, busy, MERGE_SLICE, &moved) !=
         STORAGE_OK) {
         mdb_txn_abort(t.txn);
         goto failed;
     }
-    if ((rc = mdb_txn_commit(t.txn)) == 0)
+    if ((rc = mdb_txn_commit(t.txn)) == 0) {
+        s->merge_after_us = t0 + MERGE_SHARE * (now_us() - t0);
         return;
+    }
     storage__fail(rc, "commit", "a merge of counter runs");
 failed:
     s->merge_hour = was;

@@ -1444,15 +1444,12 @@ static uint64_t facet_sum(storage_t *s, const char *code, storage_facet_t facet,
  * a time into the first: the hour ends with one run, and every count read
  * before, between and after the slices is the same. A run being written is
  * left alone. */
-static void storage_counters_runs_merged(void **state)
+/* Three runs of hour h0, numbered 1, 101 and 201: g0-g19, g5-g24, g10-g29,
+ * one click each, from the run's country. */
+static void make_three_runs(fixture_t *f)
 {
-    fixture_t *f = fixture_new();
-    uint32_t h0 = (uint32_t)(T0 / HOUR_US);
     char code[16];
 
-    (void)state;
-    f->opts.counter_run_links = 1;
-    fixture_open(f);
     for (int run = 0; run < 3; run++) {
         counter_batch_t *b = storage__counters_new(256);
         for (int i = run * 5; i < run * 5 + 20; i++) {
@@ -1466,6 +1463,46 @@ static void storage_counters_runs_merged(void **state)
         assert_int_equal(storage_run(f->s, write_run, &a), STORAGE_OK);
         storage__counters_free(b);
     }
+}
+
+static int merge_whole(storage_txn_t *txn, void *arg)
+{
+    merge_arg_t *m = arg;
+    return storage__counters_merge(txn, &m->hour, m->before, m->busy, SIZE_MAX, &m->moved);
+}
+
+/* One slice with room for them merges every later run of the hour, one after
+ * the other. */
+static void storage_counters_runs_merged_in_one_slice(void **state)
+{
+    fixture_t *f = fixture_new();
+    uint32_t h0 = (uint32_t)(T0 / HOUR_US);
+
+    (void)state;
+    f->opts.counter_run_links = 1;
+    fixture_open(f);
+    make_three_runs(f);
+    assert_int_equal(distinct_runs(f->s, h0), 3);
+    merge_arg_t m = {0, h0 + 1, 0, 0};
+    assert_int_equal(storage_run(f->s, merge_whole, &m), STORAGE_OK);
+    assert_int_equal(distinct_runs(f->s, h0), 1);
+    assert_int_equal(m.moved, 2 * 20 * 6); /* total, minute, device, kind, country, referrer */
+    assert_int_equal(facet_sum(f->s, "g12", STORAGE_FACET_TOTAL, ""), 3);
+    storage_close(f->s);
+    remove_tree(f->dir);
+    free(f);
+}
+
+static void storage_counters_runs_merged(void **state)
+{
+    fixture_t *f = fixture_new();
+    uint32_t h0 = (uint32_t)(T0 / HOUR_US);
+    char code[16];
+
+    (void)state;
+    f->opts.counter_run_links = 1;
+    fixture_open(f);
+    make_three_runs(f);
     assert_int_equal(distinct_runs(f->s, h0), 3);
 
     /* The run being written holds back its hour. */
@@ -1516,8 +1553,14 @@ static void storage_writer_merges_past_runs(void **state)
         record_all(f->s, list, 5 * RUN_LINKS);
     }
     assert_true(distinct_runs(f->s, h0) >= 2);
-    list[0] = spread_click(7, 5);
-    record_all(f->s, list, 1);
+    /* A click now and then: each group is light, and merges a slice. */
+    assert_int_equal(storage_writer_start(f->s), STORAGE_OK);
+    for (int i = 0; i < 4000 && distinct_runs(f->s, h0) > 1; i++) {
+        storage_engagement_t e = spread_click(7, 5);
+        assert_int_equal(storage_engagement_push(f->s, &e), STORAGE_OK);
+        usleep(2000);
+    }
+    storage_writer_stop(f->s);
     assert_int_equal(distinct_runs(f->s, h0), 1);
     for (int i = 0; i < 5 * RUN_LINKS; i++) {
         storage_engagement_t e = spread_click(i, 0);
@@ -1569,6 +1612,7 @@ int main(void)
         cmocka_unit_test(storage_counters_spread_batch_written_as_run),
         cmocka_unit_test(storage_counters_minute_revisited_summed),
         cmocka_unit_test(storage_counters_runs_merged),
+        cmocka_unit_test(storage_counters_runs_merged_in_one_slice),
         cmocka_unit_test(storage_writer_merges_past_runs),
     };
 
