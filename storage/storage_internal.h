@@ -209,10 +209,11 @@ void storage__counters_plan(const storage_t *s, counter_batch_t *b, uint64_t fir
 uint64_t storage__counters_run(const counter_batch_t *b);
 /* The hour of b's first key once sealed (UINT32_MAX when it has none). */
 uint32_t storage__counters_first_hour(const counter_batch_t *b);
-/* Moves up to limit keys of the second run of the first hour from *hour on
- * (and before before) that has two runs into its first run, and sets *moved;
- * *hour is left at that hour, or past the hours it found nothing to do in. A
- * run numbered busy is left alone. See storage/engagements.c. */
+/* Moves up to limit keys (*moved says how many) of later runs into the first
+ * run of their hour, for the hours from *hour on, before before, that hold two
+ * runs or more. *hour is left at the hour being merged, or past the hours
+ * found with nothing to merge. An hour holding the run numbered busy waits
+ * (its batch is being written). See storage/engagements.c. */
 int storage__counters_merge(storage_txn_t *txn, uint32_t *hour, uint32_t before, uint64_t busy,
                             size_t limit, size_t *moved);
 const uint8_t *storage__counters_key(const counter_batch_t *b, size_t i, size_t *klen);
