@@ -601,14 +601,19 @@ static void storage_counters_sealed_in_key_order(void **state)
     storage__counters_free(b);
 }
 
-static int write_batch_as_run(storage_txn_t *txn, void *arg)
+typedef struct run_batch_arg {
+    counter_batch_t *b;
+    uint64_t first_seq;
+} run_batch_arg_t;
+
+/* Writes a sealed batch whole, as a run when counter_run_links allows. */
+static int write_run(storage_txn_t *txn, void *arg)
 {
-    counter_batch_t *b = arg;
+    run_batch_arg_t *a = arg;
     size_t pos = 0;
 
-    storage__counters_plan(txn->s, b, 1);
-    assert_int_not_equal(storage__counters_run(b), 0);
-    return storage__counters_write(txn, b, &pos, SIZE_MAX);
+    storage__counters_plan(txn->s, a->b, a->first_seq);
+    return storage__counters_write(txn, a->b, &pos, SIZE_MAX);
 }
 
 /* A link whose clicks come back to a minute it had left (clocks of several
@@ -638,7 +643,9 @@ static void storage_counters_minute_revisited_summed(void **state)
         if (alen == blen && memcmp(a, k, alen) == 0)
             fail_msg("key %zu repeats key %zu", i, i - 1);
     }
-    assert_int_equal(storage_run(f->s, write_batch_as_run, b), STORAGE_OK);
+    run_batch_arg_t a = {b, 1};
+    assert_int_equal(storage_run(f->s, write_run, &a), STORAGE_OK);
+    assert_int_not_equal(storage__counters_run(b), 0);
     assert_int_equal(run_keys(f->s), n);
 
     assert_int_equal(storage_reader_open(f->s, &r), STORAGE_OK);
@@ -1398,30 +1405,16 @@ static size_t distinct_runs(storage_t *s, uint32_t hour)
     return n;
 }
 
-typedef struct run_batch_arg {
-    counter_batch_t *b;
-    uint64_t first_seq;
-} run_batch_arg_t;
-
-static int write_run(storage_txn_t *txn, void *arg)
-{
-    run_batch_arg_t *a = arg;
-    size_t pos = 0;
-
-    storage__counters_plan(txn->s, a->b, a->first_seq);
-    return storage__counters_write(txn, a->b, &pos, SIZE_MAX);
-}
-
 typedef struct merge_arg {
     uint32_t hour, before;
     uint64_t busy;
-    size_t moved;
+    size_t limit, moved;
 } merge_arg_t;
 
 static int merge_slice(storage_txn_t *txn, void *arg)
 {
     merge_arg_t *m = arg;
-    return storage__counters_merge(txn, &m->hour, m->before, m->busy, 7, &m->moved);
+    return storage__counters_merge(txn, &m->hour, m->before, m->busy, m->limit, &m->moved);
 }
 
 /* Everything a link's readers see, summed per facet and value. */
@@ -1465,12 +1458,6 @@ static void make_three_runs(fixture_t *f)
     }
 }
 
-static int merge_whole(storage_txn_t *txn, void *arg)
-{
-    merge_arg_t *m = arg;
-    return storage__counters_merge(txn, &m->hour, m->before, m->busy, SIZE_MAX, &m->moved);
-}
-
 /* One slice with room for them merges every later run of the hour, one after
  * the other. */
 static void storage_counters_runs_merged_in_one_slice(void **state)
@@ -1483,8 +1470,8 @@ static void storage_counters_runs_merged_in_one_slice(void **state)
     fixture_open(f);
     make_three_runs(f);
     assert_int_equal(distinct_runs(f->s, h0), 3);
-    merge_arg_t m = {0, h0 + 1, 0, 0};
-    assert_int_equal(storage_run(f->s, merge_whole, &m), STORAGE_OK);
+    merge_arg_t m = {0, h0 + 1, 0, SIZE_MAX, 0};
+    assert_int_equal(storage_run(f->s, merge_slice, &m), STORAGE_OK);
     assert_int_equal(distinct_runs(f->s, h0), 1);
     assert_int_equal(m.moved, 2 * 20 * 6); /* total, minute, device, kind, country, referrer */
     assert_int_equal(facet_sum(f->s, "g12", STORAGE_FACET_TOTAL, ""), 3);
@@ -1506,12 +1493,12 @@ static void storage_counters_runs_merged(void **state)
     assert_int_equal(distinct_runs(f->s, h0), 3);
 
     /* The run being written holds back its hour. */
-    merge_arg_t m = {0, h0 + 1, 101, 0};
+    merge_arg_t m = {0, h0 + 1, 101, 7, 0};
     assert_int_equal(storage_run(f->s, merge_slice, &m), STORAGE_OK);
     assert_int_equal(m.moved, 0);
     assert_int_equal(distinct_runs(f->s, h0), 3);
 
-    m = (merge_arg_t){0, h0 + 1, 0, 0};
+    m = (merge_arg_t){0, h0 + 1, 0, 7, 0};
     int slices = 0;
     do {
         assert_int_equal(storage_run(f->s, merge_slice, &m), STORAGE_OK);
