@@ -1437,12 +1437,15 @@ static uint64_t facet_sum(storage_t *s, const char *code, storage_facet_t facet,
  * a time into the first: the hour ends with one run, and every count read
  * before, between and after the slices is the same. A run being written is
  * left alone. */
-/* Three runs of hour h0, numbered 1, 101 and 201: g0-g19, g5-g24, g10-g29,
- * one click each, from the run's country. */
-static void make_three_runs(fixture_t *f)
+/* A store whose hour h0 holds three runs, numbered 1, 101 and 201: g0-g19,
+ * g5-g24, g10-g29, one click each, from the run's country. */
+static fixture_t *three_runs(void)
 {
+    fixture_t *f = fixture_new();
     char code[16];
 
+    f->opts.counter_run_links = 1;
+    fixture_open(f);
     for (int run = 0; run < 3; run++) {
         counter_batch_t *b = storage__counters_new(256);
         for (int i = run * 5; i < run * 5 + 20; i++) {
@@ -1456,20 +1459,18 @@ static void make_three_runs(fixture_t *f)
         assert_int_equal(storage_run(f->s, write_run, &a), STORAGE_OK);
         storage__counters_free(b);
     }
+    assert_int_equal(distinct_runs(f->s, (uint32_t)(T0 / HOUR_US)), 3);
+    return f;
 }
 
 /* One slice with room for them merges every later run of the hour, one after
  * the other. */
 static void storage_counters_runs_merged_in_one_slice(void **state)
 {
-    fixture_t *f = fixture_new();
+    fixture_t *f = three_runs();
     uint32_t h0 = (uint32_t)(T0 / HOUR_US);
 
     (void)state;
-    f->opts.counter_run_links = 1;
-    fixture_open(f);
-    make_three_runs(f);
-    assert_int_equal(distinct_runs(f->s, h0), 3);
     merge_arg_t m = {0, h0 + 1, 0, SIZE_MAX, 0};
     assert_int_equal(storage_run(f->s, merge_slice, &m), STORAGE_OK);
     assert_int_equal(distinct_runs(f->s, h0), 1);
@@ -1482,15 +1483,11 @@ static void storage_counters_runs_merged_in_one_slice(void **state)
 
 static void storage_counters_runs_merged(void **state)
 {
-    fixture_t *f = fixture_new();
+    fixture_t *f = three_runs();
     uint32_t h0 = (uint32_t)(T0 / HOUR_US);
     char code[16];
 
     (void)state;
-    f->opts.counter_run_links = 1;
-    fixture_open(f);
-    make_three_runs(f);
-    assert_int_equal(distinct_runs(f->s, h0), 3);
 
     /* The run being written holds back its hour. */
     merge_arg_t m = {0, h0 + 1, 101, 7, 0};
