@@ -29,6 +29,7 @@ enum {
     OPT_REDIRECT_STATUS,
     OPT_WORKERS,
     OPT_FLUSH_INTERVAL_MS,
+    OPT_GROUP_SPACING_MS,
     OPT_MAP_SIZE_MB,
     OPT_QUEUE_CAPACITY,
     OPT_NO_WARM,
@@ -76,6 +77,8 @@ static const flag_t flags[] = {
     {"workers", OPT_WORKERS, true, "HTTP worker threads (one per core)"},
     {"flush-interval-ms", OPT_FLUSH_INTERVAL_MS, true,
      "longest wait before a group of clicks is committed (2)"},
+    {"group-spacing-ms", OPT_GROUP_SPACING_MS, true,
+     "least time between two group commits while clicks keep coming (10; 0 for none)"},
     {"map-size-mb", OPT_MAP_SIZE_MB, true, "LMDB map size in MiB (65536, sparse)"},
     {"queue-capacity", OPT_QUEUE_CAPACITY, true,
      "clicks waiting for the writer: past half, redirects wait for it; past all, new clicks "
@@ -285,6 +288,11 @@ static int apply(config_t *cfg, int id, const char *v, char *err, size_t errlen)
             return fail(err, errlen, "--flush-interval-ms %s: expected 1 to 10000", v);
         cfg->flush_interval_ms = (unsigned)n;
         return 0;
+    case OPT_GROUP_SPACING_MS:
+        if (!parse_ulong(v, 0, 10000, &n))
+            return fail(err, errlen, "--group-spacing-ms %s: expected 0 to 10000", v);
+        cfg->group_spacing_ms = (unsigned)n;
+        return 0;
     case OPT_MAP_SIZE_MB:
         if (!parse_ulong(v, 1, 1ul << 24, &n))
             return fail(err, errlen, "--map-size-mb %s: expected 1 to 16777216", v);
@@ -369,6 +377,7 @@ static void set_defaults(config_t *cfg)
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     cfg->workers = cores > 0 && cores < 256 ? (unsigned)cores : 1;
     cfg->flush_interval_ms = 2;
+    cfg->group_spacing_ms = 10;
     cfg->queue_capacity = 65536;
     cfg->warm = true;
     cfg->writer_nice = 5;

@@ -47,6 +47,7 @@ typedef struct config {
     uint16_t redirect_status;
     unsigned workers;
     unsigned flush_interval_ms;
+    unsigned group_spacing_ms;
     unsigned queue_capacity; /* click ring slots */
     bool warm;               /* map the store into memory in the background at start */
     int writer_nice;         /* the storage writer thread's nice value */

@@ -582,6 +582,7 @@ int server_run(const config_t *cfg)
                             .map_size = cfg->map_size,
                             .queue_capacity = cfg->queue_capacity,
                             .flush_interval_ms = cfg->flush_interval_ms,
+                            .group_spacing_ms = cfg->group_spacing_ms,
                             .writer_nice = cfg->writer_nice,
                             .on_commit = on_commit,
                             .on_commit_ctx = &app};

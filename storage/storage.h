@@ -56,6 +56,12 @@ typedef struct storage_options {
     const char *dir;            /* created if missing (mode 0700) */
     size_t map_size;            /* bytes; 0 gives 64 GiB (sparse) */
     unsigned flush_interval_ms; /* longest a group waits before commit; 0 gives 2 */
+    /* Least time from one group's start to the next while clicks keep
+     * coming; 0: none. Each commit costs its fdatasyncs whatever it holds,
+     * so under steady traffic this bounds their number, while a click after
+     * a quiet spell still waits only flush_interval_ms. A full batch (seen
+     * within flush_interval_ms) and a half-full queue do not wait for it. */
+    unsigned group_spacing_ms;
     /* Added by storage: how much nicer than the process the writer thread
      * runs (0 to 19; the result stops at 19). Above the workers it yields a
      * shared core to the redirect path; a backlog of clicks still gets it the

@@ -134,6 +134,7 @@ struct storage {
     char *scratch_record;            /* one encoded engagement, allocated on first use */
     char *popped_heap;               /* the popped slot's heap block, freed once stored */
     uint64_t ran_since_us;           /* the writer last slept or paused then */
+    uint64_t group_started_us;       /* monotonic start of the last group that took clicks */
     unsigned pace_count;             /* calls to storage__writer_pace since it read the clock */
     bool pacing;                     /* set by the writer thread: it shares cores with workers */
 

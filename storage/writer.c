@@ -721,6 +721,8 @@ static bool run_batch(storage_t *s, storage_job_t *jobs, size_t njobs, size_t en
     if (counters_before(s, txn, started) != STORAGE_OK)
         goto out;
     stored = store_engagements(s, txn, eng_limit, &taken);
+    if (stored > 0)
+        s->group_started_us = started;
     /* A failed engagement group counted clicks it did not store. */
     restore_counters(s, txn, started);
     merge_runs(s, txn, stored);
@@ -809,8 +811,9 @@ static bool head_published(storage_t *s)
 #define UNPUBLISHED_WAIT_US 200u
 
 /* How long, in µs, until the oldest queued engagement has waited the flush
- * interval; 0 when it has (or the ring holds a full group). A group starts
- * only then, not as soon as the previous commit returns, so a commit and its
+ * interval and the last group that took clicks started group_spacing_ms ago;
+ * 0 when both have (or the ring holds a full group). A group starts only
+ * then, not as soon as the previous commit returns, so a commit and its
  * fdatasyncs cover every click of the interval. */
 static uint64_t group_wait_us(storage_t *s, size_t depth)
 {
@@ -827,33 +830,50 @@ static uint64_t group_wait_us(storage_t *s, size_t depth)
     clock_gettime(CLOCK_REALTIME, &ts);
     int64_t now = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
     int64_t due = slot->time_us + (int64_t)s->opts.flush_interval_ms * 1000;
+    uint64_t wait = 0;
     /* Click times are wall-clock: a clock step back must not hold a group. */
-    if (due <= now || due - now > (int64_t)s->opts.flush_interval_ms * 1000)
-        return 0;
-    return (uint64_t)(due - now);
+    if (due > now && due - now <= (int64_t)s->opts.flush_interval_ms * 1000)
+        wait = (uint64_t)(due - now);
+    if (s->opts.group_spacing_ms > 0 && s->group_started_us > 0) {
+        uint64_t next = s->group_started_us + (uint64_t)s->opts.group_spacing_ms * 1000u;
+        uint64_t mono = now_us();
+        if (next > mono && next - mono > wait)
+            wait = next - mono;
+    }
+    return wait;
 }
 
 /* Sleeps until a job arrives, the writer is told to stop, or the group is due:
- * flush_interval_ms with an empty ring, else until the oldest engagement has
- * waited that long (engagements do not wake it). Returns whether stop was
- * requested. */
+ * flush_interval_ms with an empty ring, else until group_wait_us says
+ * (engagements do not wake it). Returns whether stop was requested. */
 static bool wait_for_work(storage_t *s)
 {
+    uint64_t flush = (uint64_t)s->opts.flush_interval_ms * 1000u;
     struct timespec ts;
     bool stopping;
 
     pthread_mutex_lock(&s->lock);
-    if (s->jobs_len == 0 && !s->stopping) {
+    while (s->jobs_len == 0 && !s->stopping) {
         size_t depth = queue_depth(s);
-        uint64_t wait =
-            depth == 0 ? (uint64_t)s->opts.flush_interval_ms * 1000u : group_wait_us(s, depth);
-        if (wait > 0) {
-            clock_gettime(CLOCK_MONOTONIC, &ts);
-            ts.tv_nsec += (long)(wait * 1000u);
-            ts.tv_sec += ts.tv_nsec / 1000000000L;
-            ts.tv_nsec %= 1000000000L;
-            pthread_cond_timedwait(&s->wake, &s->lock, &ts);
-        }
+        uint64_t wait = depth == 0 ? flush : group_wait_us(s, depth);
+        if (wait == 0)
+            break;
+        /* Group spacing can hold clicks longer than the flush interval; the
+         * ring is looked at again every interval meanwhile, so that a full
+         * batch goes at once. */
+        bool again = depth > 0 && wait > flush;
+        if (again)
+            wait = flush;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += (long)(wait * 1000u);
+        ts.tv_sec += ts.tv_nsec / 1000000000L;
+        ts.tv_nsec %= 1000000000L;
+        pthread_cond_timedwait(&s->wake, &s->lock, &ts);
+        /* Clicks that came while the ring was empty wait for their group to
+         * be due, like any others; with none, the caller looks at the
+         * counters' schedule. */
+        if (!again && (depth > 0 || queue_depth(s) == 0))
+            break;
     }
     stopping = s->stopping;
     pthread_mutex_unlock(&s->lock);
@@ -931,8 +951,11 @@ static void *writer_main(void *arg)
         /* A sealed batch of counters is written on, a slice a group, with or
          * without clicks to commit. */
         bool due = counters_due(s, now_us(), quiet) || (s->cs.out_busy && !s->counters_lost);
+        /* Clicks go when their group is due, which a click arriving just
+         * after wait_for_work looked may not be yet; any group takes them. */
+        bool clicks = depth > 0 && head_published(s) && (stopping || group_wait_us(s, depth) == 0);
 
-        if (jobs == NULL && !due && (depth == 0 || !head_published(s))) {
+        if (jobs == NULL && !due && !clicks) {
             if (quiet && depth == 0)
                 break;
             continue;

@@ -203,3 +203,35 @@ test('a client that connects and waits before its request is still answered', as
     assert.equal(m.shortlinkd_engagements_recorded_total, 1);
   } finally { await s.stop(); }
 });
+
+test('--group-spacing-ms holds a click back after a group, and 0 does not', async () => {
+  const ua = { 'user-agent': 'Mozilla/5.0 (X11; Linux x86_64)' };
+  const spaced = await startServer({ args: ['--group-spacing-ms', '3000'] });
+  try {
+    const link = (await spaced.api('POST', '/v4/shorten', { long_url: 'https://example.com/spaced' })).json();
+    const path = `/${link.id.split('/')[1]}`;
+    assert.equal((await request(`${spaced.base}${path}`, { headers: ua })).status, 302);
+    let m = await metricsOnce(spaced, 'shortlinkd_engagements_recorded_total', 1, 2000);
+    assert.equal(m.shortlinkd_engagements_recorded_total, 1); // the first goes at once
+    await sleep(300); // past the counters' own group, which takes waiting clicks along
+    assert.equal((await request(`${spaced.base}${path}`, { headers: ua })).status, 302);
+    await sleep(300);
+    m = await metrics(spaced);
+    assert.equal(m.shortlinkd_engagements_recorded_total, 1); // held back
+    m = await metricsOnce(spaced, 'shortlinkd_engagements_recorded_total', 2, 5000);
+    assert.equal(m.shortlinkd_engagements_recorded_total, 2);
+  } finally { await spaced.stop(); }
+
+  const flat = await startServer({ args: ['--group-spacing-ms', '0'] });
+  try {
+    const link = (await flat.api('POST', '/v4/shorten', { long_url: 'https://example.com/flat' })).json();
+    const path = `/${link.id.split('/')[1]}`;
+    assert.equal((await request(`${flat.base}${path}`, { headers: ua })).status, 302);
+    let m = await metricsOnce(flat, 'shortlinkd_engagements_recorded_total', 1, 2000);
+    await sleep(300);
+    assert.equal((await request(`${flat.base}${path}`, { headers: ua })).status, 302);
+    m = await metricsOnce(flat, 'shortlinkd_engagements_recorded_total', 2, 2000);
+    assert.equal(m.shortlinkd_engagements_recorded_total, 2);
+  } finally { await flat.stop(); }
+  await assert.rejects(startServer({ args: ['--group-spacing-ms', '10001'] }), /group-spacing-ms/);
+});

@@ -330,6 +330,56 @@ static void push_n(storage_t *s, const char *code, int n)
     }
 }
 
+/* engagements_recorded once it reaches n, or after ms milliseconds. */
+static uint64_t recorded_within(storage_t *s, uint64_t n, int ms)
+{
+    storage_stats_t st;
+
+    for (int waited = 0;; waited += 5) {
+        storage_get_stats(s, &st);
+        if (st.engagements_recorded >= n || waited >= ms)
+            return st.engagements_recorded;
+        usleep(5000);
+    }
+}
+
+/* With group_spacing_ms, a group that took clicks holds the next one back
+ * that long, while the first click, one after a quiet spell and a full batch
+ * go within the flush interval. Margins are wide: 2 s of spacing against a
+ * check at 0.5 s and waits of at most 0.5 s. */
+static void storage_writer_spaces_groups(void **state)
+{
+    fixture_t *f = fixture_new();
+
+    (void)state;
+    f->opts.group_spacing_ms = 2000;
+    f->opts.batch_max = 32;
+    fixture_open(f);
+    assert_int_equal(add_link(f->s, "abc", "Bgroup00001", "https://example.com/x"), STORAGE_OK);
+    assert_int_equal(storage_writer_start(f->s), STORAGE_OK);
+
+    push_n(f->s, "abc", 1);
+    assert_int_equal(recorded_within(f->s, 1, 500), 1);
+    /* Past the counters' own group (100 ms after a click), which would take
+     * a waiting click along. */
+    usleep(300000);
+    push_n(f->s, "abc", 1);
+    usleep(200000);
+    assert_int_equal(recorded_within(f->s, 2, 0), 1); /* held back */
+    push_n(f->s, "abc", 31);                          /* a full batch with the held one */
+    assert_int_equal(recorded_within(f->s, 33, 500), 33);
+
+    usleep(2100000); /* a quiet spell past the spacing */
+    push_n(f->s, "abc", 1);
+    assert_int_equal(recorded_within(f->s, 34, 500), 34);
+    push_n(f->s, "abc", 1);
+    storage_writer_stop(f->s); /* stopping commits it */
+    assert_int_equal(recorded_within(f->s, 35, 0), 35);
+    storage_close(f->s);
+    remove_tree(f->dir);
+    free(f);
+}
+
 static void storage_engagement_seq_continues_after_reopen(void **state)
 {
     fixture_t *f = *state;
@@ -1566,6 +1616,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(storage_engagement_push_long_url_as_served, fixture_setup,
                                         fixture_teardown),
         cmocka_unit_test(storage_writer_batch_only_when_nicer),
+        cmocka_unit_test(storage_writer_spaces_groups),
         cmocka_unit_test_setup_teardown(storage_writer_waits_for_unpublished_slot, fixture_setup,
                                         fixture_teardown),
         cmocka_unit_test_setup_teardown(storage_engagement_seq_continues_after_reopen,
