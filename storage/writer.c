@@ -834,7 +834,9 @@ static uint64_t group_wait_us(storage_t *s, size_t depth)
     /* Click times are wall-clock: a clock step back must not hold a group. */
     if (due > now && due - now <= (int64_t)s->opts.flush_interval_ms * 1000)
         wait = (uint64_t)(due - now);
-    if (s->opts.group_spacing_ms > 0 && s->group_started_us > 0) {
+    /* Not while a sealed batch of counters is being written: its slices,
+     * one a group, are planned to end before the gathering batch fills. */
+    if (s->opts.group_spacing_ms > 0 && s->group_started_us > 0 && !s->cs.out_busy) {
         uint64_t next = s->group_started_us + (uint64_t)s->opts.group_spacing_ms * 1000u;
         uint64_t mono = now_us();
         if (next > mono && next - mono > wait)
