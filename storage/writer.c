@@ -825,7 +825,8 @@ static uint64_t group_wait_us(storage_t *s, size_t depth)
         return 0;
     if (!head_published(s))
         return UNPUBLISHED_WAIT_US;
-    if (depth >= s->opts.batch_max || depth > (s->mask + 1) / 2)
+    /* Half full is where storage_engagement_backlog wakes the writer. */
+    if (depth >= s->opts.batch_max || depth >= (s->mask + 1) / 2)
         return 0;
     clock_gettime(CLOCK_REALTIME, &ts);
     int64_t now = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
@@ -872,9 +873,11 @@ static bool wait_for_work(storage_t *s)
         ts.tv_nsec %= 1000000000L;
         pthread_cond_timedwait(&s->wake, &s->lock, &ts);
         /* Clicks that came while the ring was empty wait for their group to
-         * be due, like any others; with none, the caller looks at the
-         * counters' schedule. */
+         * be due, like any others; with none, or counters to write (their
+         * group takes the waiting clicks along), the caller goes on. */
         if (!again && (depth > 0 || queue_depth(s) == 0))
+            break;
+        if (again && counters_due(s, now_us(), false))
             break;
     }
     stopping = s->stopping;
