@@ -1258,6 +1258,11 @@ uint64_t storage__last_engagement_seq(storage_txn_t *txn)
 
 /* ---- readers ---- */
 
+uint64_t storage_engagement_last_seq(storage_txn_t *txn)
+{
+    return storage__last_engagement_seq(txn);
+}
+
 int storage_engagement_get(storage_txn_t *txn, uint64_t seq, storage_engagement_t *out)
 {
     uint8_t key[8];

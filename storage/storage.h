@@ -203,6 +203,8 @@ int storage_engagement_push(storage_t *s, const storage_engagement_t *e);
  * it also wakes the writer, whose group is then due at once. */
 unsigned storage_engagement_backlog(storage_t *s);
 int storage_engagement_get(storage_txn_t *txn, uint64_t seq, storage_engagement_t *out);
+/* The sequence number of the last stored engagement; 0 when there is none. */
+uint64_t storage_engagement_last_seq(storage_txn_t *txn);
 /* Calls cb for each stored engagement with seq > after_seq, in order. */
 int storage_engagement_scan(storage_txn_t *txn, uint64_t after_seq,
                             int (*cb)(void *ctx, const storage_engagement_t *e), void *ctx);

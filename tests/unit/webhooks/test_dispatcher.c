@@ -566,6 +566,61 @@ static void webhook_dispatcher_delivers_one_signed_post(void **state)
     fixture_done(&f);
 }
 
+/* The dispatch cursor as stored, 0 when none is. */
+static uint64_t stored_cursor(fixture_t *f)
+{
+    storage_reader_t *r;
+    storage_bytes_t v;
+    uint64_t cursor = 0;
+
+    assert_int_equal(storage_reader_open(f->storage, &r), STORAGE_OK);
+    storage_txn_t *txn = storage_reader_begin(r);
+    if (storage_record_get(txn, STORAGE_DB_META, "dispatch_cursor", 15, &v) == STORAGE_OK &&
+        v.len == 8) {
+        for (size_t i = 0; i < 8; i++)
+            cursor = cursor << 8 | (uint8_t)v.ptr[i];
+    }
+    storage_reader_end(r);
+    storage_reader_close(r);
+    return cursor;
+}
+
+/* With no webhook stored, fan-out moves the cursor past every engagement
+ * without reading them; a webhook made later gets the clicks from then on,
+ * and none of those it skipped. More clicks than one fan-out batch reads. */
+static void webhook_dispatcher_hookless_fanout_skips_to_the_end(void **state)
+{
+    static const int script[] = {200};
+    fixture_t f;
+    storage_stats_t st;
+    char url[128];
+
+    (void)state;
+    fixture_init(&f, script, 1, (const uint32_t[]){1}, 1, true);
+    put_link(&f, "abc", GROUP_GUID, "https://example.com/");
+    dispatcher_up(&f);
+    for (int i = 0; i < 2500; i++)
+        push_click(&f, "abc", false, NULL);
+    for (int i = 0; i < 500 && stored_cursor(&f) < 2500; i++)
+        usleep(20000);
+    storage_get_stats(f.storage, &st);
+    assert_int_equal(st.engagements_recorded, 2500);
+    assert_int_equal(stored_cursor(&f), 2500);
+
+    hook_url(&f, url, sizeof url, "127.0.0.1");
+    put_webhook(&f, url, false);
+    push_click(&f, "abc", false, "after=1");
+    assert_true(wait_for_requests(&f.rv, 1, 10000));
+    usleep(500000);
+    assert_int_equal(receiver_count(&f.rv), 1);
+    json_t *body = json_loadb(f.rv.reqs[0].body, f.rv.reqs[0].body_len, 0, NULL);
+    assert_non_null(body);
+    assert_string_equal(json_string_value(json_object_get(body, "passed_params")), "after=1");
+    json_decref(body);
+    assert_int_equal(stored_cursor(&f), 2501);
+    fixture_done(&f);
+}
+
 static void webhook_dispatcher_retry_keeps_id_with_fresh_timestamp(void **state)
 {
     static const int script[] = {500, 200};
@@ -795,6 +850,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(webhook_dispatcher_delivers_one_signed_post),
+        cmocka_unit_test(webhook_dispatcher_hookless_fanout_skips_to_the_end),
         cmocka_unit_test(webhook_dispatcher_retry_keeps_id_with_fresh_timestamp),
         cmocka_unit_test(webhook_dispatcher_gives_up_after_schedule),
         cmocka_unit_test(webhook_dispatcher_does_not_follow_redirects),
