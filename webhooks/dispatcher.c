@@ -1432,14 +1432,19 @@ static int run_fanout(storage_txn_t *txn, void *arg)
     rc = hooks_load(d, txn);
     if (rc != STORAGE_OK)
         return rc;
-    atomic_store(&d->hookless, d->n_hooks == 0);
     if (d->n_hooks == 0) {
         /* No webhook to fan out to: the cursor goes past every engagement
          * at once. Reading them all, a thousand per transaction, had cost
-         * the writer a decode per click and a commit per thousand. */
+         * the writer a decode per click and a commit per thousand. Only
+         * engagements make the dispatcher hookless: with none yet (at
+         * start, say), a webhook made next is fanned out to at once. */
         uint64_t last = storage_engagement_last_seq(txn);
-        return last > cursor ? write_cursor(txn, last) : STORAGE_OK;
+        if (last <= cursor)
+            return STORAGE_OK;
+        atomic_store(&d->hookless, true);
+        return write_cursor(txn, last);
     }
+    atomic_store(&d->hookless, false);
     rc = storage_engagement_scan(txn, cursor, on_fanout_engagement, f);
     if (rc != STORAGE_OK && rc != 1)
         return rc;
