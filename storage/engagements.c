@@ -1242,7 +1242,7 @@ int storage__counters_recover(storage_t *s)
     return rc == 0 ? STORAGE_OK : storage__fail(rc, "commit", "the recounted counters");
 }
 
-uint64_t storage__last_engagement_seq(storage_txn_t *txn)
+uint64_t storage_engagement_last_seq(storage_txn_t *txn)
 {
     MDB_cursor *cur;
     MDB_val k, v;
@@ -1257,11 +1257,6 @@ uint64_t storage__last_engagement_seq(storage_txn_t *txn)
 }
 
 /* ---- readers ---- */
-
-uint64_t storage_engagement_last_seq(storage_txn_t *txn)
-{
-    return storage__last_engagement_seq(txn);
-}
 
 int storage_engagement_get(storage_txn_t *txn, uint64_t seq, storage_engagement_t *out)
 {

@@ -275,7 +275,7 @@ static int open_databases(storage_t *s, char *err, size_t errlen)
     /* The meta high-water mark keeps the sequence going even when retention
      * has removed every engagement; the last key covers older files. */
     storage_txn_t t = {txn, s};
-    uint64_t last = storage__last_engagement_seq(&t);
+    uint64_t last = storage_engagement_last_seq(&t);
     s->next_seq = (last > seq_meta ? last : seq_meta) + 1;
 
     rc = mdb_txn_commit(txn);

@@ -56,11 +56,13 @@ typedef struct storage_options {
     const char *dir;            /* created if missing (mode 0700) */
     size_t map_size;            /* bytes; 0 gives 64 GiB (sparse) */
     unsigned flush_interval_ms; /* longest a group waits before commit; 0 gives 2 */
-    /* Least time from one group's start to the next while clicks keep
-     * coming; 0: none. Each commit costs its fdatasyncs whatever it holds,
-     * so under steady traffic this bounds their number, while a click after
-     * a quiet spell still waits only flush_interval_ms. A full batch (seen
-     * within flush_interval_ms) and a half-full queue do not wait for it. */
+    /* Least time from the start of a group that took clicks to the next
+     * one's; 0: none. Each commit costs its fdatasyncs whatever it holds,
+     * so under steady traffic this bounds their number, while a click that
+     * comes this long after the last group began waits only
+     * flush_interval_ms. A full batch (seen within flush_interval_ms), a
+     * half-full queue, a job and a group due for counters do not wait for
+     * it, and take the waiting clicks along. */
     unsigned group_spacing_ms;
     /* Added by storage: how much nicer than the process the writer thread
      * runs (0 to 19; the result stops at 19). Above the workers it yields a

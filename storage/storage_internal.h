@@ -240,7 +240,6 @@ int storage__counters_recover(storage_t *s);
 /* The aggregation tables for up to max_engagements engagements. */
 counter_batch_t *storage__counters_new(size_t max_engagements);
 void storage__counters_free(counter_batch_t *b);
-uint64_t storage__last_engagement_seq(storage_txn_t *txn);
 
 /* ---- writer lifecycle pieces used by storage.c ---- */
 

@@ -1429,28 +1429,25 @@ static int run_fanout(storage_txn_t *txn, void *arg)
     rc = read_cursor(txn, &cursor);
     if (rc != STORAGE_OK)
         return rc;
+    /* Nothing past the cursor: the dispatcher stays as it was (a fan-out at
+     * start, with no engagement yet, must not defer a webhook made next). */
+    uint64_t last = storage_engagement_last_seq(txn);
+    if (last <= cursor)
+        return STORAGE_OK;
     rc = hooks_load(d, txn);
     if (rc != STORAGE_OK)
         return rc;
-    if (d->n_hooks == 0) {
-        /* No webhook to fan out to: the cursor goes past every engagement
-         * at once. Reading them all, a thousand per transaction, had cost
-         * the writer a decode per click and a commit per thousand. Only
-         * engagements make the dispatcher hookless: with none yet (at
-         * start, say), a webhook made next is fanned out to at once. */
-        uint64_t last = storage_engagement_last_seq(txn);
-        if (last <= cursor)
-            return STORAGE_OK;
-        atomic_store(&d->hookless, true);
+    atomic_store(&d->hookless, d->n_hooks == 0);
+    /* No webhook to fan out to: the cursor goes past every engagement at
+     * once. Reading them, a thousand per transaction, had cost the writer a
+     * decode per click and a commit per thousand. */
+    if (d->n_hooks == 0)
         return write_cursor(txn, last);
-    }
-    atomic_store(&d->hookless, false);
     rc = storage_engagement_scan(txn, cursor, on_fanout_engagement, f);
     if (rc != STORAGE_OK && rc != 1)
         return rc;
     if (f->n_items == 0)
         return STORAGE_OK;
-
     for (size_t i = 0; i < f->n_items; i++) {
         for (size_t k = 0; k < d->n_hooks; k++) {
             const hook_t *h = &d->hooks[k];
