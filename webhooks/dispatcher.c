@@ -1732,8 +1732,12 @@ void webhook_dispatcher_wake(void *dispatcher, uint64_t last_seq)
      * commits are fanned out together, and a new webhook is seen on the next
      * of those fan-outs. */
     if (atomic_load_explicit(&d->hookless, memory_order_relaxed)) {
-        if (!atomic_load_explicit(&d->fanout_later, memory_order_relaxed))
-            atomic_store(&d->fanout_later, true);
+        /* The first mark since the last fan-out wakes the thread once, so
+         * that its poll, timed before there was anything to fan out, ends
+         * at the deferred fan-out and not up to a second later. */
+        if (!atomic_load_explicit(&d->fanout_later, memory_order_relaxed) &&
+            !atomic_exchange(&d->fanout_later, true))
+            curl_multi_wakeup(d->multi);
         return;
     }
     atomic_store(&d->fanout_wanted, true);

@@ -621,6 +621,37 @@ static void webhook_dispatcher_hookless_fanout_skips_to_the_end(void **state)
     fixture_done(&f);
 }
 
+/* While no webhook is stored, a commit only marks a deferred fan-out. The
+ * first mark wakes the dispatcher, whose poll was timed with nothing to fan
+ * out (up to a second): a webhook made meanwhile gets its first click at
+ * once, not at the end of that poll, 800 ms later here. */
+static void webhook_dispatcher_hookless_mark_wakes_the_poll(void **state)
+{
+    static const int script[] = {200};
+    fixture_t f;
+    struct timespec t0, t1;
+    char url[128];
+
+    (void)state;
+    fixture_init(&f, script, 1, (const uint32_t[]){1}, 1, true);
+    put_link(&f, "abc", GROUP_GUID, "https://example.com/");
+    dispatcher_up(&f);
+    push_click(&f, "abc", false, NULL);
+    for (int i = 0; i < 250 && stored_cursor(&f) < 1; i++)
+        usleep(20000);
+    assert_int_equal(stored_cursor(&f), 1); /* fanned out to nobody: hookless */
+    usleep(1200000);
+    hook_url(&f, url, sizeof url, "127.0.0.1");
+    put_webhook(&f, url, false);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    push_click(&f, "abc", false, NULL);
+    assert_true(wait_for_requests(&f.rv, 1, 5000));
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    long ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+    assert_true(ms < 400);
+    fixture_done(&f);
+}
+
 static void webhook_dispatcher_retry_keeps_id_with_fresh_timestamp(void **state)
 {
     static const int script[] = {500, 200};
@@ -851,6 +882,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(webhook_dispatcher_delivers_one_signed_post),
         cmocka_unit_test(webhook_dispatcher_hookless_fanout_skips_to_the_end),
+        cmocka_unit_test(webhook_dispatcher_hookless_mark_wakes_the_poll),
         cmocka_unit_test(webhook_dispatcher_retry_keeps_id_with_fresh_timestamp),
         cmocka_unit_test(webhook_dispatcher_gives_up_after_schedule),
         cmocka_unit_test(webhook_dispatcher_does_not_follow_redirects),
