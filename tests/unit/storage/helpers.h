@@ -65,13 +65,17 @@ static inline int fixture_setup(void **state)
     return 0;
 }
 
-static inline int fixture_teardown(void **state)
+/* Closes the store and removes it with its directory. */
+static inline void fixture_done(fixture_t *f)
 {
-    fixture_t *f = *state;
-
     storage_close(f->s);
     remove_tree(f->dir);
     free(f);
+}
+
+static inline int fixture_teardown(void **state)
+{
+    fixture_done(*state);
     return 0;
 }
 

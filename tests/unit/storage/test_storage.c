@@ -634,9 +634,7 @@ static void storage_map_full_says_so(void **state)
     fill_until_error(f->s);
     storage_writer_stop(f->s);
 
-    storage_close(f->s);
-    remove_tree(f->dir);
-    free(f);
+    fixture_done(f);
 }
 
 static int nop_job(storage_txn_t *txn, void *arg)

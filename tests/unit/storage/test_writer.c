@@ -101,9 +101,7 @@ static void storage_engagement_push_committed_with_link(void **state)
     storage_reader_end(r);
     storage_reader_close(r);
 
-    storage_close(f->s);
-    remove_tree(f->dir);
-    free(f);
+    fixture_done(f);
 }
 
 typedef struct seqs {
@@ -284,9 +282,7 @@ static void storage_writer_batch_only_when_nicer(void **state)
         int want = nice > 0 ? SCHED_BATCH : SCHED_OTHER;
         assert_int_equal(writer_policy(f->s, want), want);
         storage_writer_stop(f->s);
-        storage_close(f->s);
-        remove_tree(f->dir);
-        free(f);
+        fixture_done(f);
     }
 }
 
@@ -381,9 +377,7 @@ static void storage_writer_spaces_groups(void **state)
     push_n(f->s, "abc", 1);
     storage_writer_stop(f->s); /* stopping commits it */
     assert_int_equal(recorded_within(f->s, 36, 0), 36);
-    storage_close(f->s);
-    remove_tree(f->dir);
-    free(f);
+    fixture_done(f);
 }
 
 static void storage_engagement_seq_continues_after_reopen(void **state)
@@ -720,9 +714,7 @@ static void storage_counters_minute_revisited_summed(void **state)
     storage_reader_end(r);
     storage_reader_close(r);
     storage__counters_free(b);
-    storage_close(f->s);
-    remove_tree(f->dir);
-    free(f);
+    fixture_done(f);
 }
 
 /* A sealed batch bigger than the slices the gathering clicks leave room for
@@ -928,9 +920,7 @@ static void storage_engagement_push_full_counts_drop(void **state)
     assert_int_equal(st.engagements_recorded, 4);
     assert_int_equal(st.engagements_dropped, 2);
 
-    storage_close(f->s);
-    remove_tree(f->dir);
-    free(f);
+    fixture_done(f);
 }
 
 typedef struct put_arg {
@@ -1119,9 +1109,7 @@ static void storage_engagement_map_full_counts_loss(void **state)
     storage_writer_last_error(f->s, reason, sizeof(reason));
     assert_non_null(strstr(reason, "map is full"));
 
-    storage_close(f->s);
-    remove_tree(f->dir);
-    free(f);
+    fixture_done(f);
 }
 
 static int sum_counts(void *ctx, uint32_t hour, storage_bytes_t value, uint64_t count)
@@ -1432,9 +1420,7 @@ static void storage_counters_spread_batch_written_as_run(void **state)
         assert_int_equal(total_clicks(f->s, e.code), 1);
     }
     storage_reader_close(r);
-    storage_close(f->s);
-    remove_tree(f->dir);
-    free(f);
+    fixture_done(f);
 }
 
 /* The distinct runs the counters of hour hold. */
@@ -1532,9 +1518,7 @@ static void storage_counters_runs_merged_in_one_slice(void **state)
     assert_int_equal(distinct_runs(f->s, h0), 1);
     assert_int_equal(m.moved, 2 * 20 * 6); /* total, minute, device, kind, country, referrer */
     assert_int_equal(facet_sum(f->s, "g12", STORAGE_FACET_TOTAL, ""), 3);
-    storage_close(f->s);
-    remove_tree(f->dir);
-    free(f);
+    fixture_done(f);
 }
 
 static void storage_counters_runs_merged(void **state)
@@ -1572,9 +1556,7 @@ static void storage_counters_runs_merged(void **state)
     assert_int_equal(facet_sum(f->s, "g12", STORAGE_FACET_COUNTRY, COUNTRIES[1]), 1);
     assert_int_equal(facet_sum(f->s, "g12", STORAGE_FACET_COUNTRY, COUNTRIES[2]), 1);
     assert_int_equal(facet_sum(f->s, "g12", STORAGE_FACET_REFERRER, "direct"), 3);
-    storage_close(f->s);
-    remove_tree(f->dir);
-    free(f);
+    fixture_done(f);
 }
 
 /* The writer merges the runs of past hours in groups with few clicks. */
@@ -1606,9 +1588,7 @@ static void storage_writer_merges_past_runs(void **state)
         storage_engagement_t e = spread_click(i, 0);
         assert_int_equal(total_clicks(f->s, e.code), 2);
     }
-    storage_close(f->s);
-    remove_tree(f->dir);
-    free(f);
+    fixture_done(f);
 }
 
 int main(void)
